@@ -51,7 +51,7 @@ from sinks.hours import published
 from sinks.judging import Judging, judging_by
 from sinks.ledger import PENDING, TAKEN_OVER, Voided, state_of
 from sinks.legacy import TaskTtl, no_ttl
-from sinks.metrics import Dependency, DispatchMetrics, Metrics, NewerRead
+from sinks.metrics import Dependency, DispatchMetrics, Metrics, NewerRead, TimerStep
 from sinks.owedreturns import OwedReturns
 from sinks.parking import parked_slot, parking
 from sinks.payloads import Decoded, Payloads, sent_meta, task_bytes
@@ -78,7 +78,7 @@ from sinks.routes import (
     waited,
     waves,
 )
-from sinks.steps import run_each
+from sinks.steps import Step, TimerSteps
 from sinks.stores import Clock, DispatchStores, Joining, Leave, Released
 from sinks.subscribers import Subscribers
 from sinks.timegates import TimeGates
@@ -210,6 +210,8 @@ class TaskSink:
         """Published tasks a later profile change made void (`sinks.withdrawals`; no
         notices without `withdrawals_topic`, but a tombstone's erasure all the same)."""
         self._payloads = Payloads(self._decoded)
+        self._timer = TimerSteps(metrics.timer_errors, "re-drive timer", clock)
+        """Runs `redrive`'s steps, each error counted, and backs off its owed ones."""
         self._judged: str | None = None
         """The timetable the deferral queue was last found or made judged by
         (`Deferrals.rejudge`); None until this sink's first release."""
@@ -375,22 +377,33 @@ class TaskSink:
         time came (`release_due`), send again the tasks whose publish was never settled
         (a crash), the cooldown returns and withdrawals owed, and expire the unanswered
         tasks; returns how many were re-driven. Each step runs whatever an earlier one
-        raised, and what they raised is raised after the last (`sinks.steps.run_each`)."""
+        raised, each error is counted, and what the steps not owed raised is raised after
+        the last; the cooldown returns and withdrawals owed stay in Redis, and their step
+        is tried again at a later tick (`sinks.steps.TimerSteps`)."""
         redriven = 0
 
         async def stale() -> None:
             nonlocal redriven
             redriven = await self._redrive_stale(older_than)
 
-        await run_each(
+        await self._timer.run(
             [
-                ("releasing due tasks", self.release_due),
-                ("re-driving pending tasks", stale),
-                ("sending cooldown returns owed", lambda: self._owed.resend(older_than)),
-                ("publishing withdrawals owed", lambda: self.withdrawals.resend_owed(older_than)),
-                ("expiring unanswered tasks", self.expiry.expire_unanswered),
-            ],
-            "re-drive timer",
+                Step(TimerStep.RELEASE, "releasing due tasks", self.release_due),
+                Step(TimerStep.REDRIVE, "re-driving pending tasks", stale),
+                Step(
+                    TimerStep.COOLDOWN_RETURNS,
+                    "sending cooldown returns owed",
+                    lambda: self._owed.resend(older_than),
+                    owed=True,
+                ),
+                Step(
+                    TimerStep.WITHDRAWALS,
+                    "publishing withdrawals owed",
+                    lambda: self.withdrawals.resend_owed(older_than),
+                    owed=True,
+                ),
+                Step(TimerStep.EXPIRY, "expiring unanswered tasks", self.expiry.expire_unanswered),
+            ]
         )
         return redriven
 

@@ -60,6 +60,17 @@ class NewerRead(StrEnum):
     OUTCOME = "outcome"
 
 
+class TimerStep(StrEnum):
+    """The re-drive timer's steps (`TaskSink.redrive`), the `step` label of
+    `moments_timer_errors_total`."""
+
+    RELEASE = "release"
+    REDRIVE = "redrive"
+    COOLDOWN_RETURNS = "cooldown_returns"
+    WITHDRAWALS = "withdrawals"
+    EXPIRY = "expiry"
+
+
 class OversizeOutcome(StrEnum):
     """What became of a dead letter refused for its size (`DeadLetterSink`)."""
 
@@ -337,6 +348,16 @@ class Metrics:
         )
         for read_by in NewerRead:  # from 0, for alerts
             self.newer_tasks.labels(read_by.value)
+        self.timer_errors = Counter(
+            "moments_timer_errors",
+            "Errors a step of the re-drive timer raised that waiting did not cure (a Kafka "
+            "refusal, a bug), by step; those of the cooldown returns and withdrawals are "
+            "retried with back-off at later ticks, the others stop the worker",
+            ["step"],
+            registry=r,
+        )
+        for step in TimerStep:  # from 0: `increase()` and the alert see the first
+            self.timer_errors.labels(step.value)
         self.dependency_errors = Counter(
             "moments_dependency_errors",
             "Failed calls to Redis or Kafka (retried with back-off)",

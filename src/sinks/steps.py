@@ -1,36 +1,137 @@
-"""The re-drive timer's steps, each run whatever an earlier one raised.
+"""The re-drive timer's steps, each run whatever an earlier one raised, each error counted.
 
 A step waits out a dependency away or busy inside itself (`sinks.retry`: retried with
 back-off), so what comes out of one is an error waiting cannot fix: a Kafka refusal (an
 ACL, a topic deleted) or a bug. Raised at once, it skipped the steps after it on every
 tick: a withdrawals topic refused for good left every unanswered task unexpired and
-uncounted. Each error is still raised (the timer fails as before, the worker stops:
-docs/operations.md, "The worker stops: not an outage"), once every step has run.
+uncounted. Every such error is counted in `moments_timer_errors_total{step}`.
+
+What comes of it depends on whether the step's work is owed in Redis (`Step.owed`): the
+cooldown returns and the withdrawals owed stay in the ledger until they are published, so
+their step failing loses nothing, and the worker goes on detecting and publishing tasks
+while the step is tried again at later ticks, after a back-off (10 s doubling to 5 min),
+logged each time. It used to be raised like the others, out of the timer, which stopped
+the worker, at its start too (the timer runs once there): a side topic refused stopped
+detection. The other steps publish tasks or hold them (releasing the deferral queue,
+re-driving pending publishes, expiring unanswered tasks): their errors are still raised,
+once every step has run, and still stop the worker (docs/operations.md, "The worker stops:
+not an outage"), as a tasks topic refused in a batch does.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
-Step = tuple[str, Callable[[], Awaitable[object]]]
-"""What a step does (for its note: "releasing due tasks") and the call that does it."""
+from prometheus_client import Counter
+
+from sinks.metrics import TimerStep
+
+log = logging.getLogger(__name__)
+
+FIRST_DELAY_S = 10.0
+"""The first wait of an owed step after it failed: about one tick of the timer."""
+MAX_DELAY_S = 300.0
+"""The longest: a refusal fixed (a grant, the topic created) is found within 5 minutes."""
 
 
-async def run_each(steps: Sequence[Step], timer: str) -> None:
-    """Await each of `steps` in turn, whatever an earlier one raised; then raise what they
-    raised: the one error itself (its notes, the fix `sinks.retry` named, kept), or
-    several in an ExceptionGroup. Each error gets a note naming `timer` and its step.
-    Only `Exception`: a cancellation (the worker stopping) ends the tick at once."""
-    failed: list[Exception] = []
-    for what, step in steps:
-        try:
-            await step()
-        except Exception as exc:  # raised below, once the other steps ran
-            exc.add_note(
-                f"moments: raised by the {timer} while {what}; its other steps ran all the same"
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step of a timer's tick."""
+
+    step: TimerStep
+    what: str
+    """What it does, for its log line and note: "publishing withdrawals owed"."""
+    call: Callable[[], Awaitable[object]]
+    owed: bool = False
+    """Its work stays owed in Redis until it is done: an error is counted, logged and
+    tried again at a later tick, after a back-off, and not raised."""
+
+
+class TimerSteps:
+    """Runs a timer's steps (`run`) and keeps the back-off of its owed steps between
+    ticks. `errors`: `Metrics.timer_errors`; `clock`: the sink's (wall clock on the stream,
+    event time in a backtest, where nothing refuses)."""
+
+    def __init__(
+        self,
+        errors: Counter,
+        timer: str,
+        clock: Callable[[], float] = time.time,
+        first_delay: float = FIRST_DELAY_S,
+        max_delay: float = MAX_DELAY_S,
+    ) -> None:
+        self.errors = errors
+        self.timer = timer
+        self.clock = clock
+        self.first_delay = first_delay
+        self.max_delay = max_delay
+        self._failed: dict[TimerStep, tuple[int, float, float]] = {}
+        """Per owed step failing now: its failures in a row, its delay, when it is due."""
+
+    async def run(self, steps: Sequence[Step]) -> None:
+        """Await each of `steps` in turn, whatever an earlier one raised (an owed step
+        backing off is left out of this tick); count each error; then raise what the steps
+        not owed raised: the one error itself (its notes, the fix `sinks.retry` named,
+        kept), or several in an ExceptionGroup, each with a note naming the timer and its
+        step. Only `Exception`: a cancellation (the worker stopping) ends the tick at once."""
+        failed: list[Exception] = []
+        for step in steps:
+            if step.owed and not self._due(step.step):
+                continue
+            try:
+                await step.call()
+            except Exception as exc:  # counted; raised below unless owed
+                self.errors.labels(step.step.value).inc()
+                if step.owed:
+                    self._back_off(step, exc)
+                    continue
+                exc.add_note(
+                    f"moments: raised by the {self.timer} while {step.what}; its other "
+                    "steps ran all the same"
+                )
+                failed.append(exc)
+            else:
+                self._recovered(step)
+        if len(failed) == 1:
+            raise failed[0]
+        if failed:
+            raise ExceptionGroup(f"{len(failed)} steps of the {self.timer} failed", failed)
+
+    def _due(self, step: TimerStep) -> bool:
+        backing_off = self._failed.get(step)
+        return backing_off is None or self.clock() >= backing_off[2]
+
+    def _back_off(self, step: Step, exc: Exception) -> None:
+        count, delay, _ = self._failed.get(step.step, (0, 0.0, 0.0))
+        delay = self.first_delay if not count else min(self.max_delay, delay * 2)
+        count += 1
+        self._failed[step.step] = (count, delay, self.clock() + delay)
+        notes = "; ".join(getattr(exc, "__notes__", ()))
+        log.error(
+            "the %s failed while %s (%d time(s) in a row; moments_timer_errors_total"
+            '{step="%s"}): %s: %s%s; what it sends stays owed in Redis, nothing is lost; the '
+            "worker goes on detecting and publishing tasks, and tries this step again in "
+            "%.0f s",
+            self.timer,
+            step.what,
+            count,
+            step.step.value,
+            type(exc).__name__,
+            exc,
+            f" ({notes})" if notes else "",
+            delay,
+            exc_info=exc if count == 1 else None,  # the traceback once, not every tick
+        )
+
+    def _recovered(self, step: Step) -> None:
+        gone = self._failed.pop(step.step, None)
+        if gone is not None:
+            log.warning(
+                "the %s went through %s again after %d failed attempt(s)",
+                self.timer,
+                step.what,
+                gone[0],
             )
-            failed.append(exc)
-    if len(failed) == 1:
-        raise failed[0]
-    if failed:
-        raise ExceptionGroup(f"{len(failed)} steps of the {timer} failed", failed)

@@ -11,6 +11,7 @@ backtest uses; tests/integration/dispatch/test_crash_windows.py runs the crash o
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import types
 from collections.abc import Awaitable
 from typing import Any
@@ -258,25 +259,39 @@ async def owed_and_unanswered() -> tuple[Clock, DispatchStores, TaskSink, Refusi
     return clock, stores, sink, producer
 
 
-async def test_a_refused_withdrawal_leaves_the_unanswered_tasks_expiring_on_the_same_tick() -> None:
-    """The withdrawals topic refuses for good (an ACL): the tick raises the refusal, naming
-    the fix and its step, and still expires the unanswered SMS. Before, the refusal skipped
-    the expiry on every tick: no unanswered task was ever counted."""
-    clock, _, sink, producer = await owed_and_unanswered()
+async def test_a_refused_withdrawal_leaves_the_unanswered_tasks_expiring_on_the_same_tick(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The withdrawals topic refuses for good (an ACL): the tick still expires the
+    unanswered SMS, counts the refusal in `moments_timer_errors_total{step="withdrawals"}`
+    and logs it with the fix, and raises nothing: the notice stays owed in the ledger and
+    the worker goes on. A tick after the back-off, the topic writable again, publishes it.
+    Before, the refusal was raised out of the timer, which stopped the worker at every
+    start; and before that it skipped the expiry on every tick."""
+    clock, stores, sink, producer = await owed_and_unanswered()
     producer.refusing = True
-    with pytest.raises(TopicAuthorizationFailedError) as raised:
+    with caplog.at_level(logging.ERROR, logger="sinks.steps"):
         await sink.redrive(GRACE_S)
     assert expired_unanswered(sink) == 1
-    notes = " ".join(raised.value.__notes__)
-    assert "grant it Write" in notes
-    assert "raised by the re-drive timer while publishing withdrawals owed" in notes
+    assert timer_errors(sink, "withdrawals") == 1
+    said = " ".join(r.getMessage() for r in caplog.records if r.name == "sinks.steps")
+    assert "while publishing withdrawals owed" in said
+    assert "grant it Write" in said
     assert notices(producer) == []
+    assert [task_id for task_id, _ in await stores.ledger.owed_withdrawals(-1.0)] == [TASK]
 
     producer.refusing = False
     clock.now += GRACE_S + 1
     await sink.redrive(GRACE_S)
     assert notices(producer) == [(TASK, "opt_out")]
     assert expired_unanswered(sink) == 1
+    assert timer_errors(sink, "withdrawals") == 1
+    assert await stores.ledger.owed_withdrawals(-1.0) == []
+
+
+def timer_errors(sink: TaskSink, step: str) -> float:
+    found = sink.metrics.registry.get_sample_value("moments_timer_errors_total", {"step": step})
+    return found or 0.0
 
 
 async def test_a_withdrawals_topic_away_is_waited_out_before_the_expiry(

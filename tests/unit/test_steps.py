@@ -1,20 +1,40 @@
 """The re-drive timer's steps each run whatever an earlier one raised (sinks.steps), and
-what they raised still comes out of the tick: a bug is not swallowed, a cancellation
-stops the tick at once."""
+each error is counted in `moments_timer_errors_total{step}`: what a step not owed raised
+still comes out of the tick (a bug is not swallowed), an owed step's error is logged and
+the step tried again after a back-off, and a cancellation stops the tick at once."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 
 import pytest
+from aiokafka.errors import TopicAuthorizationFailedError
 
-from sinks.steps import Step, run_each
+from sinks.metrics import Metrics, TimerStep
+from sinks.steps import Step, TimerSteps
+
+from .fakes import Clock
+
+NAMES = {
+    TimerStep.RELEASE: "first",
+    TimerStep.WITHDRAWALS: "second",
+    TimerStep.EXPIRY: "third",
+}
 
 
-class TestRunEach:
+def errors(metrics: Metrics, step: TimerStep) -> float:
+    found = metrics.registry.get_sample_value("moments_timer_errors_total", {"step": step.value})
+    assert found is not None, "every step's series is declared at 0"
+    return found
+
+
+class TestTimerSteps:
     @staticmethod
-    def steps(ran: list[str], failing: dict[str, BaseException]) -> list[Step]:
+    def steps(
+        ran: list[str], failing: dict[str, BaseException], owed: frozenset[str] = frozenset()
+    ) -> list[Step]:
         def step(name: str) -> Callable[[], Awaitable[None]]:
             async def call() -> None:
                 ran.append(name)
@@ -23,38 +43,138 @@ class TestRunEach:
 
             return call
 
-        return [(f"doing {name}", step(name)) for name in ("first", "second", "third")]
+        return [
+            Step(label, f"doing {name}", step(name), owed=name in owed)
+            for label, name in NAMES.items()
+        ]
 
-    async def test_a_bug_in_a_step_is_raised_after_the_others_ran(self) -> None:
-        """The error itself comes out, its note naming the timer and the step."""
+    @staticmethod
+    def timer(metrics: Metrics, clock: Clock | None = None) -> TimerSteps:
+        return TimerSteps(metrics.timer_errors, "re-drive timer", clock or Clock(0.0))
+
+    async def test_a_bug_in_a_step_is_raised_after_the_others_ran_and_counted(self) -> None:
+        """The error itself comes out, its note naming the timer and the step, and its
+        step's count rises (the others stay at 0)."""
         ran: list[str] = []
+        metrics = Metrics()
         bug = TypeError("Expected list, got tuple")
         with pytest.raises(TypeError) as raised:
-            await run_each(self.steps(ran, {"first": bug}), "re-drive timer")
+            await self.timer(metrics).run(self.steps(ran, {"first": bug}))
         assert ran == ["first", "second", "third"]
         assert raised.value is bug
         assert raised.value.__notes__ == [
             "moments: raised by the re-drive timer while doing first; its other steps ran "
             "all the same"
         ]
+        assert errors(metrics, TimerStep.RELEASE) == 1
+        assert errors(metrics, TimerStep.WITHDRAWALS) == 0
+        assert errors(metrics, TimerStep.EXPIRY) == 0
 
     async def test_two_failed_steps_are_raised_together(self) -> None:
         ran: list[str] = []
+        metrics = Metrics()
         first, third = LookupError("a"), ValueError("b")
         with pytest.raises(ExceptionGroup) as raised:
-            await run_each(self.steps(ran, {"first": first, "third": third}), "re-drive timer")
+            await self.timer(metrics).run(self.steps(ran, {"first": first, "third": third}))
         assert ran == ["first", "second", "third"]
         assert raised.value.exceptions == (first, third)
         assert str(raised.value) == "2 steps of the re-drive timer failed (2 sub-exceptions)"
+        assert errors(metrics, TimerStep.RELEASE) == errors(metrics, TimerStep.EXPIRY) == 1
+
+    async def test_an_owed_steps_error_is_counted_logged_and_not_raised(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A refused withdrawals topic: the tick raises nothing (the worker goes on), the
+        step's count rises, and the log says the step, the fix and when it is tried again."""
+        ran: list[str] = []
+        metrics = Metrics()
+        refused = TopicAuthorizationFailedError()
+        refused.add_note("moments: not retried ...; grant it Write on the output topics")
+        with caplog.at_level(logging.ERROR, logger="sinks.steps"):
+            await self.timer(metrics).run(
+                self.steps(ran, {"second": refused}, owed=frozenset({"second"}))
+            )
+        assert ran == ["first", "second", "third"]
+        assert errors(metrics, TimerStep.WITHDRAWALS) == 1
+        [line] = caplog.records
+        said = line.getMessage()
+        assert "the re-drive timer failed while doing second (1 time(s) in a row" in said
+        assert "TopicAuthorizationFailedError" in said
+        assert "grant it Write on the output topics" in said
+        assert "nothing is lost" in said
+        assert "tries this step again in 10 s" in said
+        assert line.exc_info is not None
+        assert line.exc_info[1] is refused
+
+    async def test_an_owed_step_that_keeps_failing_backs_off_and_resumes(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Left out of the ticks until its back-off has passed (10 s, then 20 s, ...); once
+        it goes through the log says so, and the next failure waits 10 s again."""
+        ran: list[str] = []
+        metrics = Metrics()
+        clock = Clock(0.0)
+        timer = self.timer(metrics, clock)
+        failing: dict[str, BaseException] = {"second": TopicAuthorizationFailedError()}
+        steps = self.steps(ran, failing, owed=frozenset({"second"}))
+
+        async def tick_at(at: float) -> list[str]:
+            clock.now = at
+            ran.clear()
+            await timer.run(steps)
+            return [name for name in ran if name == "second"]
+
+        assert await tick_at(0) == ["second"]  # fails: next at 10
+        assert await tick_at(9) == []
+        assert await tick_at(10) == ["second"]  # fails again: next at 30
+        assert await tick_at(29) == []
+        assert await tick_at(30) == ["second"]  # next at 70
+        assert errors(metrics, TimerStep.WITHDRAWALS) == 3
+        del failing["second"]
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="sinks.steps"):
+            assert await tick_at(70) == ["second"]
+        assert [r.getMessage() for r in caplog.records] == [
+            "the re-drive timer went through doing second again after 3 failed attempt(s)"
+        ]
+        assert await tick_at(71) == ["second"]
+        failing["second"] = TopicAuthorizationFailedError()
+        assert await tick_at(72) == ["second"]
+        assert await tick_at(81) == []
+        assert await tick_at(82) == ["second"]
+        assert errors(metrics, TimerStep.WITHDRAWALS) == 5
+
+    async def test_the_back_off_stops_growing_at_its_longest(self) -> None:
+        clock = Clock(0.0)
+        metrics = Metrics()
+        timer = TimerSteps(metrics.timer_errors, "re-drive timer", clock, max_delay=30.0)
+        ran: list[str] = []
+        steps = self.steps(
+            ran, {"second": TopicAuthorizationFailedError()}, owed=frozenset({"second"})
+        )
+        for at in (0, 10, 30, 60, 90):  # waits of 10, 20, then 30 and 30
+            clock.now = at
+            await timer.run(steps)
+        clock.now = 119
+        ran.clear()
+        await timer.run(steps)
+        assert "second" not in ran
+        assert errors(metrics, TimerStep.WITHDRAWALS) == 5
 
     async def test_a_cancellation_ends_the_tick_at_once(self) -> None:
-        """The worker stopping cancels the timer: the steps after it do not run."""
+        """The worker stopping cancels the timer: the steps after it do not run, and it is
+        no error."""
         ran: list[str] = []
+        metrics = Metrics()
+        cancelled: dict[str, BaseException] = {"second": asyncio.CancelledError()}
         with pytest.raises(asyncio.CancelledError):
-            await run_each(self.steps(ran, {"second": asyncio.CancelledError()}), "re-drive timer")
+            await self.timer(metrics).run(self.steps(ran, cancelled, owed=frozenset({"second"})))
         assert ran == ["first", "second"]
+        assert errors(metrics, TimerStep.WITHDRAWALS) == 0
 
-    async def test_steps_that_succeed_raise_nothing(self) -> None:
+    async def test_steps_that_succeed_raise_nothing_and_count_nothing(self) -> None:
         ran: list[str] = []
-        await run_each(self.steps(ran, {}), "re-drive timer")
+        metrics = Metrics()
+        await self.timer(metrics).run(self.steps(ran, {}))
         assert ran == ["first", "second", "third"]
+        assert all(errors(metrics, step) == 0 for step in TimerStep)

@@ -32,6 +32,7 @@ ALERTS = {
     "MomentsOutcomesRefused",
     "MomentsDetectorErrors",
     "MomentsStateRecordsDamaged",
+    "MomentsTimerErrors",
     "MomentsNothingDetectedWhileEventsFlow",
     "MomentsDeferredTasksOverdue",
     "MomentsTasksExpireUnanswered",
