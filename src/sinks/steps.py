@@ -60,14 +60,15 @@ class TimerSteps:
         errors: Counter,
         timer: str,
         clock: Callable[[], float] = time.time,
-        first_delay: float = FIRST_DELAY_S,
-        max_delay: float = MAX_DELAY_S,
+        first_delay: float | None = None,
+        max_delay: float | None = None,
     ) -> None:
         self.errors = errors
         self.timer = timer
         self.clock = clock
-        self.first_delay = first_delay
-        self.max_delay = max_delay
+        self.first_delay = FIRST_DELAY_S if first_delay is None else first_delay
+        """(`FIRST_DELAY_S` read as the sink is made: a test's worker shortens it.)"""
+        self.max_delay = MAX_DELAY_S if max_delay is None else max_delay
         self._failed: dict[TimerStep, tuple[int, float, float]] = {}
         """Per owed step failing now: its failures in a row, its delay, when it is due."""
 
