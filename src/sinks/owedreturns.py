@@ -40,6 +40,29 @@ class OwedReturns:
             w.owed += owed
 
     async def send(self, owed: Sequence[CooldownReturn]) -> int:
+        """`send_owed` right after the drops are written: a refusal of the returns topic
+        (an ACL without Write on `<app id>-cooldown-returns`: what `with_retry` raises is no
+        outage) is logged and the returns stay owed for any worker's timer (`resend`,
+        counted in `moments_timer_errors_total{step="cooldown_returns"}` while it fails);
+        the decision goes on, its tasks published. Raised, it stopped the worker at each
+        batch with such a drop. Returns how many were sent."""
+        from aiokafka.errors import KafkaError
+
+        try:
+            return await self.send_owed(owed)
+        except KafkaError as exc:
+            log.error(
+                "%d cooldown return(s) of dropped tasks refused by Kafka (%s: %s); they stay "
+                "owed in Redis and the re-drive timer sends them once the topic takes them "
+                '(moments_timer_errors_total{step="cooldown_returns"} counts its tries); the '
+                "worker goes on",
+                len(owed),
+                type(exc).__name__,
+                exc,
+            )
+            return 0
+
+    async def send_owed(self, owed: Sequence[CooldownReturn]) -> int:
         """Send the returns of the tasks their ledger entries say are dropped, or whose
         entry is gone (a dropped one is kept a day past its expiry; a sent one the ledger's
         whole TTL), durably, then settle those and the ones whose task was sent; a task
@@ -88,7 +111,7 @@ class OwedReturns:
             await self._redis(
                 lambda: self.ledger.settle_returns(malformed), "settling cooldown returns"
             )
-        sent = await self.send(returns)
+        sent = await self.send_owed(returns)
         if sent:
             log.warning(
                 "sent %d cooldown return(s) of dropped tasks that their worker did not "

@@ -13,7 +13,9 @@ profile updates carrying `opt_out` or `status: closed`, and tombstones, cost a c
 A task a re-drive drops for one of those reasons is withdrawn as well
 (`owe_dropped`, `send_owed`): its worker may have published it and died before recording
 it; the notice is owed in the ledger before the drop, so a failed publish or a crash
-leaves it to any worker's timer (`resend_owed`).
+leaves it to any worker's timer (`resend_owed`). A notice Kafka refuses as a batch or a
+decision publishes it (an ACL) is owed too, and left to that timer (`_publish_or_owe`,
+`send_owed`): the worker goes on detecting and publishing tasks.
 A task whose decision read the subscriber's facts before such a change was recorded (a
 release, a re-drive, a retry: they run beside the batches, on any worker) is withdrawn by
 the sink that published it (`withdraw_voided`): its confirm looks at the facts again in
@@ -48,6 +50,12 @@ log = logging.getLogger(__name__)
 
 WITHDRAWALS_TOPIC = "moments.task-withdrawals"
 """The default name of the topic (`Topics.task_withdrawals`)."""
+
+STANDING = "standing:"
+"""The prefix of the owed id of a withdrawal whose publish Kafka refused as a batch or a
+decision made it (`Withdrawals._publish_or_owe`): no ledger entry has such an id, so the
+timer's `resend_owed` reads its task as gone and publishes it whatever became of the task
+since, as the refused publish would have (a worker of an older version does the same)."""
 
 WITHDRAWN_FOR = frozenset(r.value for r in WithdrawReason)
 """The drop reasons (`SuppressReason`) of a task a re-drive drops that are withdrawn too:
@@ -324,7 +332,7 @@ class Withdrawals:
                 published.setdefault(task.subscriber_id, []).append(task)
         made = withdrawals_of(changes, published, now)
         if made:
-            await self._publish(made)
+            await self._publish_or_owe(made)
         return made
 
     async def owe_dropped(self, dropped: Sequence[tuple[ServiceTask, str]]) -> list[TaskWithdrawal]:
@@ -356,8 +364,22 @@ class Withdrawals:
         drop, while another worker's re-drive took the task and sent it (the customer opted
         back in), is settled unpublished; published regardless, it told the consumer to
         drop a task sent and standing."""
-        if made:
+        if not made:
+            return
+        from aiokafka.errors import KafkaError
+
+        try:
             await self._publish_dropped([(w.task_id, w) for w in made])
+        except KafkaError as exc:  # a refusal: `with_retry` waited out an outage
+            log.error(
+                "%d withdrawal(s) of dropped tasks refused by Kafka (%s: %s); they stay owed "
+                "in Redis and the re-drive timer publishes them once the topic takes them "
+                '(moments_timer_errors_total{step="withdrawals"} counts its tries); the '
+                "worker goes on",
+                len(made),
+                type(exc).__name__,
+                exc,
+            )
 
     async def resend_owed(self, older_than: float) -> int:
         """The timer's: the withdrawals owed longer than the grace period (their publish
@@ -433,12 +455,39 @@ class Withdrawals:
         """Publish the withdrawal of each task (why, when the change was), made at `now`."""
         if not items or self.topic is None:
             return
-        await self._publish(
+        await self._publish_or_owe(
             [
                 notice(task, ProfileChange(task.subscriber_id, reason, when), now)
                 for task, reason, when in items
             ]
         )
+
+    async def _publish_or_owe(self, made: Sequence[TaskWithdrawal]) -> None:
+        """`_publish`, or, when Kafka refuses it (an ACL without Write on the topic: what
+        `with_retry` raises is no outage), owe `made` in the ledger under `STANDING` ids for
+        the re-drive timer to publish once the topic takes them (`resend_owed`, counted in
+        `moments_timer_errors_total{step="withdrawals"}` while it fails), and go on: the
+        batch or decision carries on, its tasks published. Raised, the refusal stopped the
+        worker, at every start while a batch read again made the same notices. A bug is
+        still raised."""
+        from aiokafka.errors import KafkaError
+
+        try:
+            await self._publish(made)
+        except KafkaError as exc:
+            items = [(STANDING + w.task_id, _payload(w)) for w in made]
+            await self._redis(
+                lambda: self.ledger.owe_withdrawals(items), "noting withdrawals refused"
+            )
+            log.error(
+                "%d withdrawal(s) refused by Kafka (%s: %s); owed in Redis, the re-drive "
+                "timer publishes them once the topic takes them (moments_timer_errors_total"
+                '{step="withdrawals"} counts its tries); the worker goes on (first: %r)',
+                len(made),
+                type(exc).__name__,
+                exc,
+                made[0].task_id,
+            )
 
     async def _publish(self, made: Sequence[TaskWithdrawal]) -> None:
         """Produce `made` and await them; counted."""

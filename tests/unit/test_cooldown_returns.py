@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import orjson
 import pytest
+from aiokafka.errors import TopicAuthorizationFailedError
 from ruamel.yaml import YAML
 
 from moments.backtest import Backtest, CollectingProducer, EventTime
@@ -478,6 +479,13 @@ class FailingReturns(CollectedCooldownReturns):
         raise CrashError("returns.send")
 
 
+class RefusingReturns(CollectedCooldownReturns):
+    """The broker refuses the returns topic (an ACL without Write on it)."""
+
+    async def send(self, returns: Sequence[CooldownReturn]) -> None:
+        raise TopicAuthorizationFailedError()
+
+
 class TestCrashWindows:
     """A worker dies between the steps of a drop at release; another's re-drive timer
     finishes the decision. Whatever happens to the task, a dropped one gives its
@@ -562,6 +570,22 @@ class TestCrashWindows:
         assert sink.run_value(stores.ledger.owed_returns(0)) == []
         sink.run(fresh.redrive(older_than=0))
         assert sink.returns.pending == []  # settled: sent once
+
+    def test_a_refused_return_stays_owed_and_the_release_goes_on(self) -> None:
+        """The returns topic refuses the return after the drop: the release logs it and
+        raises nothing (it stopped the worker), the drop durable and the return owed; a
+        worker's timer sends it, once."""
+        engine, task, policy, sink = self.waiting_callback()
+        stores = sink.sink.stores
+        refused = self.worker(sink, stores, policy)
+        refused.returns = RefusingReturns(lambda: {"callback"})
+        sink.clock.advance(epoch(DAY1) + 1800)
+        sink.run(refused.release_due())
+        assert sink.run_value(stores.ledger.state(task.task_id)) == "dropped"
+        assert len(sink.run_value(stores.ledger.owed_returns(0))) == 1
+        sink.run(self.worker(sink, stores, policy).redrive(older_than=0))
+        assert engine.batch(engine.returned(*sink.returns.take())).returns == {"given_back": 1}
+        assert sink.run_value(stores.ledger.owed_returns(0)) == []
 
     def test_a_merged_tasks_retry_owes_each_moments_return_until_it_is_sent(self) -> None:
         """Each moment's return is owed under its own key (one under the retry's id held

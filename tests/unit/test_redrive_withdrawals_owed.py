@@ -78,13 +78,13 @@ def setup(hours: bool) -> tuple[Clock, DispatchStores, TaskSink, RefusingProduce
     return clock, stores, sink, producer
 
 
-async def opt_out(sink: TaskSink, at: float) -> None:
+async def opt_out(sink: TaskSink, at: float, channel: str = "outbound_call") -> None:
     update = ProfileEvent.model_validate(
         {
             "event_id": f"p{at}",
             "subscriber_id": SUB,
             "occurred_at": dt.datetime.fromtimestamp(at, dt.UTC),
-            "opt_out": ["outbound_call"],
+            "opt_out": [channel],
         }
     )
     await sink.subscribers.record_facts([update])
@@ -93,18 +93,19 @@ async def opt_out(sink: TaskSink, at: float) -> None:
 
 async def test_a_redrive_drops_the_task_and_its_refused_withdrawal_goes_out_later() -> None:
     """The worker died after its produce; the customer opts out of calls; the re-drive drops
-    the task `opt_out`, and the withdrawal's publish is refused. The next tick after the
-    grace period, the topic writable again, publishes it; the one after, nothing more."""
+    the task `opt_out`, and the withdrawal's publish is refused: logged, the notice left
+    owed, nothing raised (it stopped the worker). The next tick after the grace period,
+    the topic writable again, publishes it; the one after, nothing more."""
     clock, stores, sink, producer = setup(hours=False)
     await stores.ledger.claim([(TASK, task_bytes(call()))])
     clock.now += 10
     await opt_out(sink, clock.now)
     clock.now += GRACE_S
     producer.refusing = True
-    with pytest.raises(TopicAuthorizationFailedError):
-        await sink.redrive(GRACE_S)
+    await sink.redrive(GRACE_S)  # the refusal is logged; the notice stays owed
     assert await stores.ledger.state(TASK) == "dropped"
     assert notices(producer) == []
+    assert [task_id for task_id, _ in await stores.ledger.owed_withdrawals(-1.0)] == [TASK]
 
     producer.refusing = False
     clock.now += GRACE_S + 1
@@ -117,8 +118,8 @@ async def test_a_redrive_drops_the_task_and_its_refused_withdrawal_goes_out_late
 
 async def test_the_release_of_a_task_a_redrive_parked_owes_its_withdrawal_alike() -> None:
     """Calls are worked 03:00-12:00 UTC: the re-drive parks the task until 03:00; an opt-out
-    while it waits has its release drop it, and the withdrawal's publish is refused. A
-    later tick publishes it."""
+    while it waits has its release drop it, and the withdrawal's publish is refused: left
+    owed, not raised. A later tick publishes it."""
     clock, stores, sink, producer = setup(hours=True)
     await stores.ledger.claim([(TASK, task_bytes(call()))])
     clock.now += GRACE_S + 10
@@ -128,8 +129,7 @@ async def test_the_release_of_a_task_a_redrive_parked_owes_its_withdrawal_alike(
 
     clock.now = OPENS.timestamp()
     producer.refusing = True
-    with pytest.raises(TopicAuthorizationFailedError):
-        await sink.release_due()
+    await sink.release_due()  # the refusal is logged; the notice stays owed
     assert await stores.ledger.state(TASK) == "dropped"
     assert notices(producer) == []
 
@@ -311,3 +311,39 @@ async def test_a_withdrawals_topic_away_is_waited_out_before_the_expiry(
     assert delays == [0.1, 0.2]
     assert notices(producer) == [(TASK, "opt_out")]
     assert expired_unanswered(sink) == 1
+
+
+async def test_a_batchs_refused_withdrawal_is_owed_and_the_timer_publishes_it() -> None:
+    """A published SMS; the customer opts out of SMS, and the batch's withdrawal is
+    refused (an ACL): the batch goes on (the refusal was raised, and stopped the worker at
+    every start, the batch read again), the notice owed in the ledger and the task out of
+    the published index (a later opt-out makes no second notice). The timer publishes it
+    once the topic takes it, whatever became of the task: it was sent, which a re-drive's
+    owed notice would be settled unpublished for. Counted withdrawn once, when it went."""
+    clock, stores, sink, producer = setup(hours=False)
+    await sink.dispatch([call().model_copy(update={"channel": Channel.SMS})])
+    assert await stores.ledger.state(TASK) == "sent"
+    producer.refusing = True
+    clock.now += 10
+    await opt_out(sink, clock.now, "sms")
+    assert notices(producer) == []
+    assert [task_id for task_id, _ in await stores.ledger.owed_withdrawals(-1.0)] == [
+        f"standing:{TASK}"
+    ]
+    clock.now += 1
+    await opt_out(sink, clock.now, "sms")
+    assert len(await stores.ledger.owed_withdrawals(-1.0)) == 1
+
+    clock.now += GRACE_S + 1
+    await sink.redrive(GRACE_S)  # still refused: counted, left owed
+    assert timer_errors(sink, "withdrawals") == 1
+    producer.refusing = False
+    clock.now += GRACE_S + 1  # past the step's back-off and the owed notice's lease
+    await sink.redrive(GRACE_S)
+    assert notices(producer) == [(TASK, "opt_out")]
+    assert await stores.ledger.owed_withdrawals(-1.0) == []
+    withdrawn = {"moment_type": call().moment.type, "reason": "opt_out"}
+    assert sink.metrics.registry.get_sample_value("moments_tasks_withdrawn_total", withdrawn) == 1
+    clock.now += GRACE_S + 1
+    await sink.redrive(GRACE_S)
+    assert notices(producer) == [(TASK, "opt_out")]

@@ -25,6 +25,7 @@ from sinks.stores import DispatchStores
 from sinks.withdrawals import WITHDRAWALS_TOPIC, profile_changes
 
 from .fakes import ChangedMeanwhile, Clock, FakeProducer, Sent
+from .test_redrive_withdrawals_owed import RefusingProducer
 
 NOW = dt.datetime(2026, 12, 3, 2, tzinfo=dt.UTC)  # 10:00 in Shanghai
 RELEASE = NOW + dt.timedelta(hours=1)
@@ -150,6 +151,38 @@ async def test_a_change_looked_up_while_the_release_publishes_withdraws_the_task
     assert await stores.ledger.published_of([SUB], clock()) == [[]]
     assert sum((await stores.ledger.unanswered()).values()) == 0  # no outcome expected
     assert await stores.ledger.pending_count() == 0
+
+
+async def test_a_release_whose_withdrawal_is_refused_owes_it_to_the_timer() -> None:
+    """The race above, the withdrawals topic refusing (an ACL): the release publishes the
+    task and raises nothing (the refusal stopped the worker), the notice owed in the
+    ledger; the re-drive timer publishes it once the topic takes it, counted once."""
+    clock = Clock(NOW.timestamp())
+    stores = memory_stores(clock)
+    w = await parked(stores, clock)
+    refusing = RefusingProducer(clock)
+    refusing.refusing = True
+    w.sink.withdrawals.producer = refusing
+    record, look_up = batch(Worker(stores, clock), "opt_out")
+
+    async def meanwhile() -> None:
+        await record()
+        await look_up()
+
+    w.sink.facts = ChangedMeanwhile(stores.facts, meanwhile)  # type: ignore[assignment]
+    assert await w.sink.release_due() == 1
+    assert len(w.producer.sent) == 1
+    assert refusing.withdrawn == []
+    assert [i for i, _ in await stores.ledger.owed_withdrawals(-1.0)] == ["standing:w1"]
+    assert w.withdrawn("opt_out") == 0
+
+    refusing.refusing = False
+    clock.now += 60
+    await w.sink.redrive(30)
+    published = [orjson.loads(p.payload) for p in refusing.withdrawn]
+    assert [(n["task_id"], n["reason"]) for n in published] == [("w1", "opt_out")]
+    assert w.withdrawn("opt_out") == 1
+    assert await stores.ledger.owed_withdrawals(-1.0) == []
 
 
 @pytest.mark.parametrize("change", CHANGES)
