@@ -8,6 +8,7 @@ Scenarios about Redis itself are marked `redis_only`."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -24,9 +25,10 @@ from sinks.legacy import TaskTtl, no_ttl
 from sinks.memory import memory_stores
 from sinks.metrics import Metrics
 from sinks.policy import DispatchPolicy
-from sinks.stores import DispatchStores, Ledger, Parking, redis_stores
+from sinks.stores import Clock, DispatchStores, Ledger, Parking, redis_stores
 from tests.integration.conftest import MakeSettings
 from tests.integration.kafka_io import read_written, values
+from tests.unit.fakes import Clock as FakeClock
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 HOUR = dt.timedelta(hours=1)
@@ -80,6 +82,7 @@ class Worker:
         policy: DispatchPolicy,
         frequency_cap: FrequencyCap | None = None,
         task_ttl: TaskTtl = no_ttl,
+        clock: Clock = time.time,
     ) -> None:
         self.settings = settings
         self.metrics = Metrics()
@@ -92,6 +95,7 @@ class Worker:
             policy,
             frequency_cap=lambda: frequency_cap,
             task_ttl=task_ttl,
+            clock=clock,
         )
 
     def sample(self, name: str, **labels: str) -> float:
@@ -128,10 +132,29 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture
+def sink_clock() -> Clock:
+    """The clock the sinks decide by: the wall clock. A module whose assertions name
+    today's date overrides it with a clock pinned at its test's start (`pinned_clock`)."""
+    return time.time
+
+
+def pinned_clock() -> FakeClock:
+    """A clock standing at this instant, to the second, until a test moves it. `NOW` is
+    read when the tests are collected, minutes before some run (and `make test` runs at
+    any hour): a sink on the wall clock that passed midnight UTC since, judged the day
+    after the one a test's dates name."""
+    return FakeClock(float(int(time.time())))
+
+
+@pytest.fixture
 def make_worker(
-    stack: tuple[Settings, AIOKafkaProducer, list[Redis]], redis_url: str, store_kind: str
+    stack: tuple[Settings, AIOKafkaProducer, list[Redis]],
+    redis_url: str,
+    store_kind: str,
+    sink_clock: Clock,
 ) -> Callable[..., Worker]:
-    """Workers of one test share their stores: the same Redis, or one set in memory."""
+    """Workers of one test share their stores: the same Redis, or one set in memory;
+    their sinks decide by `sink_clock`."""
     settings, producer, clients = stack
     shared = memory_stores()
 
@@ -148,7 +171,7 @@ def make_worker(
             clients.append(client)
             stores = redis_stores(TaskLedger(client, f"moments:{settings.app_id}:", 864000))
         policy = policy or DispatchPolicy()
-        return Worker(settings, producer, stores, policy, frequency_cap, task_ttl)
+        return Worker(settings, producer, stores, policy, frequency_cap, task_ttl, sink_clock)
 
     return make
 

@@ -16,8 +16,9 @@ from moments.outcomes import handle_outcomes
 from moments.records import RawRecord
 from sinks.deferral import DeferralQueue
 from sinks.policy import DispatchPolicy
+from tests.unit.fakes import Clock
 
-from .conftest import HOUR, NOW, MakeWorker, ids, published, task
+from .conftest import HOUR, NOW, MakeWorker, ids, pinned_clock, published, task
 
 pytestmark = pytest.mark.integration
 
@@ -392,14 +393,21 @@ class TestAnotherNextDayAt:
     """A task capacity deferred to the next day goes at the `next_day_at` of the policy in
     force, whether the worker reloaded it or was started with it. It went at the time of
     the policy it was parked by: a reload from 09:00 to 07:00 left it two hours late, one
-    to 11:00 sent it at 09:00."""
+    to 11:00 sent it at 09:00.
+
+    The next day is the one after the sinks' clock's, pinned at the test's start: `NOW`,
+    read when the tests are collected, may be the day before by then."""
+
+    @pytest.fixture
+    def sink_clock(self) -> Clock:
+        return pinned_clock()
 
     @staticmethod
-    async def deferred_to_nine(make_worker: MakeWorker) -> Any:
+    async def deferred_to_nine(make_worker: MakeWorker, clock: Clock) -> Any:
         w = make_worker(next_day_policy("09:00"))
         await w.send(task("d1", sub="13700000041"), task("d2", sub="13700000042"))
         assert ids(await published(w.settings, 1)) == ["d1"]
-        day = (NOW + dt.timedelta(days=1)).date()
+        day = dt.datetime.fromtimestamp(clock.now, dt.UTC).date() + dt.timedelta(days=1)
         nine = dt.datetime.combine(day, dt.time(9), tzinfo=dt.UTC)
         assert await w.sink.deferral.due_at("d2") == nine.timestamp()
         assert await w.ledger.state("d2") == "deferred"
@@ -413,8 +421,10 @@ class TestAnotherNextDayAt:
         return make_worker(policy)
 
     @pytest.mark.parametrize("how", ["reload", "restart"])
-    async def test_an_earlier_one_releases_it_then(self, make_worker: MakeWorker, how: str) -> None:
-        w, nine = await self.deferred_to_nine(make_worker)
+    async def test_an_earlier_one_releases_it_then(
+        self, make_worker: MakeWorker, sink_clock: Clock, how: str
+    ) -> None:
+        w, nine = await self.deferred_to_nine(make_worker, sink_clock)
         w = self.with_policy(w, make_worker, next_day_policy("07:00"), how)
         seven = nine - 2 * HOUR
         assert await w.sink.release_due(now=seven.timestamp() - 60) == 1  # woken, parked again
@@ -426,8 +436,10 @@ class TestAnotherNextDayAt:
         assert await w.ledger.state("d2") == "sent"
 
     @pytest.mark.parametrize("how", ["reload", "restart"])
-    async def test_a_later_one_holds_it_until_then(self, make_worker: MakeWorker, how: str) -> None:
-        w, nine = await self.deferred_to_nine(make_worker)
+    async def test_a_later_one_holds_it_until_then(
+        self, make_worker: MakeWorker, sink_clock: Clock, how: str
+    ) -> None:
+        w, nine = await self.deferred_to_nine(make_worker, sink_clock)
         w = self.with_policy(w, make_worker, next_day_policy("11:00"), how)
         eleven = nine + 2 * HOUR
         # The first tick after the change, before 09:00: it wakes the task, which waits
@@ -440,9 +452,11 @@ class TestAnotherNextDayAt:
         out = [t for t in await published(w.settings, 2) if t["task_id"] == "d2"]
         assert [instant(t["deliver_after"]) for t in out] == [eleven]
 
-    async def test_one_that_came_already_releases_it_now(self, make_worker: MakeWorker) -> None:
+    async def test_one_that_came_already_releases_it_now(
+        self, make_worker: MakeWorker, sink_clock: Clock
+    ) -> None:
         """Reloaded at 08:30 to 08:00: it goes at 08:30, not the day after."""
-        w, nine = await self.deferred_to_nine(make_worker)
+        w, nine = await self.deferred_to_nine(make_worker, sink_clock)
         w.sink.use_policy(next_day_policy("08:00"))
         half_past = nine - dt.timedelta(minutes=30)
         assert await w.sink.release_due(now=half_past.timestamp()) == 1

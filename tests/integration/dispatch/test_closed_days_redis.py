@@ -1,7 +1,9 @@
 """Days a channel is not worked (`closed_days:`) over Redis and the memory stores: a call
 made on a closed day is parked past it (indexed with the tasks waiting for hours) and
 published when the day is over; a reload that opens the days again wakes it at once; a
-call put off to `next_day_at` of a day a reload then closes waits past that day."""
+call put off to `next_day_at` of a day a reload then closes waits past that day.
+
+"Today" is the day of the sinks' clock, pinned at each test's start (`pinned_clock`)."""
 
 from __future__ import annotations
 
@@ -9,22 +11,32 @@ import datetime as dt
 
 import pytest
 
-from moments.models import Channel
+from moments.models import Channel, ServiceTask
 from sinks.policy import DispatchPolicy
+from tests.unit.fakes import Clock
 
-from .conftest import NOW, MakeWorker, published, task
+from .conftest import MakeWorker, pinned_clock, published, task
 
 pytestmark = pytest.mark.integration
 
 CALL = Channel.OUTBOUND_CALL
-TODAY = NOW.date()
-TOMORROW = dt.datetime.combine(TODAY + dt.timedelta(days=1), dt.time(0), tzinfo=dt.UTC)
 
 
-def closed_today(**more: object) -> DispatchPolicy:
-    return DispatchPolicy.model_validate(
-        {"timezone": "UTC", "closed_days": {"outbound_call": TODAY.isoformat()}, **more}
-    )
+@pytest.fixture
+def sink_clock() -> Clock:
+    return pinned_clock()
+
+
+def days(clock: Clock) -> tuple[dt.datetime, dt.date, dt.datetime]:
+    """The clock's instant, its day (UTC) and the next day's midnight."""
+    now = dt.datetime.fromtimestamp(clock.now, dt.UTC)
+    tomorrow = now.date() + dt.timedelta(days=1)
+    return now, now.date(), dt.datetime.combine(tomorrow, dt.time(0), tzinfo=dt.UTC)
+
+
+def call(task_id: str, sub: str, now: dt.datetime, expires_at: dt.datetime) -> ServiceTask:
+    """A call moment made `now`, by the sinks' clock."""
+    return task(task_id, sub, channel=CALL, triggered=now, deliver_after=now, expires_at=expires_at)
 
 
 def instant(text: str) -> dt.datetime:
@@ -32,42 +44,44 @@ def instant(text: str) -> dt.datetime:
 
 
 async def test_a_call_made_on_a_closed_day_goes_when_the_day_is_over(
-    make_worker: MakeWorker,
+    make_worker: MakeWorker, sink_clock: Clock
 ) -> None:
-    w = make_worker(closed_today())
-    call = task("c1", sub="13700000101", channel=CALL, expires_at=TOMORROW + dt.timedelta(days=1))
-    await w.send(call)
+    now, today, tomorrow = days(sink_clock)
+    closed = {"outbound_call": today.isoformat()}
+    w = make_worker(DispatchPolicy.model_validate({"timezone": "UTC", "closed_days": closed}))
+    await w.send(call("c1", "13700000101", now, tomorrow + dt.timedelta(days=1)))
     assert await w.ledger.state("c1") == "deferred"
-    assert await w.sink.deferral.due_at("c1") == TOMORROW.timestamp()
+    assert await w.sink.deferral.due_at("c1") == tomorrow.timestamp()
     assert w.sample("moments_tasks_deferred_total", reason="channel_hours") == 1
-    assert await w.sink.release_due(now=TOMORROW.timestamp() - 1) == 0
-    assert await w.sink.release_due(now=TOMORROW.timestamp()) == 1
+    assert await w.sink.release_due(now=tomorrow.timestamp() - 1) == 0
+    assert await w.sink.release_due(now=tomorrow.timestamp()) == 1
     [out] = await published(w.settings, 1)
     assert (out["task_id"], out["deferred"]["reason"]) == ("c1", "channel_hours")
-    assert instant(out["deliver_after"]) == TOMORROW
+    assert instant(out["deliver_after"]) == tomorrow
     assert await w.ledger.state("c1") == "sent"
 
 
-async def test_a_reload_that_opens_the_days_again_sends_it_now(make_worker: MakeWorker) -> None:
+async def test_a_reload_that_opens_the_days_again_sends_it_now(
+    make_worker: MakeWorker, sink_clock: Clock
+) -> None:
     """Closed today and tomorrow, so the reload comes while the call still waits."""
-    two = f"{TODAY.isoformat()}..{TOMORROW.date().isoformat()}"
+    now, today, tomorrow = days(sink_clock)
+    two = f"{today.isoformat()}..{tomorrow.date().isoformat()}"
     w = make_worker(
         DispatchPolicy.model_validate({"timezone": "UTC", "closed_days": {"outbound_call": two}})
     )
-    after = TOMORROW + dt.timedelta(days=1)
-    call = task("c2", sub="13700000102", channel=CALL, expires_at=after + dt.timedelta(days=1))
-    await w.send(call)
+    after = tomorrow + dt.timedelta(days=1)
+    await w.send(call("c2", "13700000102", now, after + dt.timedelta(days=1)))
     assert await w.sink.deferral.due_at("c2") == after.timestamp()
-    at = dt.datetime.now(dt.UTC).replace(microsecond=0)
     w.sink.use_policy(DispatchPolicy.model_validate({"timezone": "UTC"}))
-    assert await w.sink.release_due(now=at.timestamp()) == 1
+    assert await w.sink.release_due(now=now.timestamp()) == 1
     [out] = await published(w.settings, 1)
     assert out["task_id"] == "c2"
-    assert instant(out["deliver_after"]) == at
+    assert instant(out["deliver_after"]) == now
 
 
 async def test_started_with_the_day_closed_it_parks_the_call_waiting_for_tomorrows_capacity(
-    make_worker: MakeWorker,
+    make_worker: MakeWorker, sink_clock: Clock
 ) -> None:
     """A call capacity put off to `next_day_at` of a day a reload then closes: the timetable
     changed, so it is judged again, and waits past the closed day."""
@@ -81,9 +95,9 @@ async def test_started_with_the_day_closed_it_parks_the_call_waiting_for_tomorro
             }
         )
     )
-    call = task("c3", sub="13700000103", channel=CALL, expires_at=TOMORROW + dt.timedelta(days=3))
-    await w.send(call)
-    nine = TOMORROW + dt.timedelta(hours=9)
+    now, _, tomorrow = days(sink_clock)
+    await w.send(call("c3", "13700000103", now, tomorrow + dt.timedelta(days=3)))
+    nine = tomorrow + dt.timedelta(hours=9)
     assert await w.sink.deferral.due_at("c3") == nine.timestamp()
     w.sink.use_policy(
         DispatchPolicy.model_validate(
@@ -91,15 +105,14 @@ async def test_started_with_the_day_closed_it_parks_the_call_waiting_for_tomorro
                 "timezone": "UTC",
                 "next_day_at": "09:00",
                 "merge": {"hold_channels": []},
-                "closed_days": {"outbound_call": TOMORROW.date().isoformat()},
+                "closed_days": {"outbound_call": tomorrow.date().isoformat()},
             }
         )
     )
-    at = dt.datetime.now(dt.UTC).timestamp()
-    assert await w.sink.release_due(now=at) == 1  # woken: the timetable changed
+    assert await w.sink.release_due() == 1  # woken: the timetable changed
     assert await w.sink.deferral.due_at("c3") == nine.timestamp()  # still next_day_at
     assert await w.sink.release_due(now=nine.timestamp()) == 1
-    day_after = TOMORROW + dt.timedelta(days=1)
+    day_after = tomorrow + dt.timedelta(days=1)
     assert await w.sink.deferral.due_at("c3") == day_after.timestamp()
     assert await w.sink.release_due(now=day_after.timestamp()) == 1
     [out] = await published(w.settings, 1)
