@@ -25,8 +25,16 @@ from moments.embedded import RedisServer, TansuBroker
 # runs the suite on 2 cores in four processes), not the property; a time limit failed
 # `test_cached_answers_are_the_computed_ones` under load and passed alone. A test that
 # sets its own `settings(...)` still takes this profile's deadline unless it names one.
-settings.register_profile("moments", deadline=None)
-settings.load_profile("moments")
+#
+# Derandomized: each property test draws the same examples on every run, so a rare draw
+# that finds a leak (the log masker's shapes) cannot fail one landing's CI and pass the
+# next; hypothesis derandomizes only where it detects CI by its environment, and a
+# runner that sets no `CI` explored afresh each time. `HYPOTHESIS_PROFILE=explore` draws
+# new examples (1,000 where a test names no number of its own): run it to look for what the fixed draws miss, and pin
+# what it finds with `@example`.
+settings.register_profile("moments", deadline=None, derandomize=True)
+settings.register_profile("explore", deadline=None, derandomize=False, max_examples=1000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "moments"))
 
 _DOCKER_PROBE_TIMEOUT_S = 2.0
 
