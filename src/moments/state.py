@@ -356,27 +356,76 @@ class SubscriberState:
     def mend(self) -> list[str]:
         """Reset the fields `faults` names, keeping the rest: of a profile, only the fields
         its model refuses go; of a field of entries that stand alone (`_ENTRIES`: a rule
-        tag's, a partition's, a complaint's), only the damaged entries. Returns the fields
-        reset (in part or whole).
+        tag's, a partition's, a complaint's), only the damaged entries; another field's
+        entry for the same key that describes one thing with a dropped one goes too, or is
+        made consistent with it (`_pair_up`). Returns the fields reset (in part or whole),
+        then the other fields so changed.
 
         Whole, a field lost its sound entries with the damaged one: a ring nothing reads (a
         rule no longer in force) or a first-time key of no time took every series' history
         or every first-time key with it when anything else made the record mended."""
         bad = self.faults()
         fresh = SubscriberState()
+        dropped: dict[str, list[str] | None] = {}  # field -> entries dropped (None: all)
         for name in bad:
             value = getattr(self, name)
             if name == "profile" and isinstance(value, dict):
                 for key in _profile_faults(value):
                     value.pop(key, None)
             elif (sound := _ENTRIES.get(name)) is not None and type(value) is dict:
-                for key in [key for key, entry in value.items() if not sound(entry)]:
+                gone = dropped[name] = [key for key, entry in value.items() if not sound(entry)]
+                for key in gone:
                     del value[key]
             else:
                 setattr(self, name, getattr(fresh, name))
+                dropped[name] = None
         if "profile_at" in bad and "p" in self.seen:  # as a record of before they were kept
             self.profile_at = {PROFILE_AT_ANY: self.seen["p"]}
-        return bad
+        return bad + [name for name in self._pair_up(dropped) if name not in bad]
+
+    def _pair_up(self, dropped: dict[str, list[str] | None]) -> list[str]:
+        """Make the entries that describe one thing with those `mend` dropped (`dropped`:
+        field -> keys, None for all) consistent with it; returns the fields changed.
+
+        - A cooldown mark's task (`fired_by`) goes with its time (`fired`): kept alone, a
+          re-judged moment (a silence, a contract's lead) took the mark for its own and set
+          none (moments.taskmaking), and the rule held no cooldown. A time whose task was
+          dropped stays: a mark of before tasks were named, which holds back all the same.
+        - A series' begin (`<tag>.b`, rules.series) goes with its ring: kept alone, a
+          "fewer than" test read the windows since it as empty and fired for a customer
+          whose events the ring held. A begin dropped leaves the ring's first window as
+          where the history began (later: the test waits longer).
+        - A changed value (`last`) whose time (`last_at`) was dropped is dated at the
+          latest event time applied (`watermark`, at or after its own): undated, an old
+          handset's record read late was a "new handset". A value dropped leaves its time,
+          which still tells such a record, and the next newer value is the baseline.
+        - The latest profile time (`seen["p"]`), dropped, is the fields' latest
+          (`profile_at`), as every update that sets one writes both.
+
+        Leads (`leads`), the shadow trials' notes (`shadowed`), offsets and rings of
+        recent ids are read alone: one missing is one not known (a lead of before they
+        were kept, an event guarded by the other), consistent with the rest."""
+        changed = []
+        if "fired" in dropped:  # never written without its time
+            orphans = [tag for tag in self.fired_by if tag not in self.fired]
+            for tag in orphans:
+                del self.fired_by[tag]
+            if orphans:
+                changed.append("fired_by")
+        if rings := dropped.get("series"):  # whole (None): the begins went with the rings
+            from rules.series import BEGUN
+
+            begins = [f"{tag}{BEGUN}" for tag in rings if f"{tag}{BEGUN}" in self.series]
+            for tag in begins:
+                del self.series[tag]
+        if "last_at" in dropped and self.watermark:
+            times = dropped["last_at"]  # whole (None): every value is undated now
+            for tag in self.last if times is None else times:
+                if tag in self.last and tag not in self.last_at:
+                    self.last_at[tag] = self.watermark
+        if "seen" in dropped and "p" not in self.seen and self.profile_at:
+            self.seen["p"] = max(self.profile_at.values())
+        return changed
 
 
 def _number(value: Any) -> bool:

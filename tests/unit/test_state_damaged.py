@@ -32,16 +32,17 @@ from moments.records import RawRecord
 from moments.runtime import Runtime
 from moments.settings import load_settings
 from moments.simulate import limit, simulate, write_jsonl
-from moments.state import UNREADABLE, DamagedRecordError, SubscriberState
+from moments.state import UNREADABLE, DamagedRecordError, SubscriberState, mark_id
 from moments.statedamage import report_damaged
 from moments.stateview import changelog_topic
 from moments.statezip import CURRENT_DICTIONARY, NewerRecordError, dictionary, pack, unpack
 from moments.store import DictStateStore
 from moments.sweep import sweep
+from rules.rule import state_tag
 from sinks.metrics import Metrics
 
 from .catalogs import default_rules
-from .rules.helpers import SUB, WELCOME, at, ev, rules_from
+from .rules.helpers import NO_ACTIVITY, NO_GATES, SUB, WELCOME, at, ev, rules_from
 
 ARRIVAL_DAY = "2026-11-02"
 
@@ -519,3 +520,112 @@ class TestWhereTheLogSaysItIs:
         result = TestSweep().swept(store)
         assert result.damaged == {SUB: "closed"}
         assert "met by a window sweep" in self.said(result, caplog, "window sweep")
+
+
+class TestPairsStayConsistent:
+    """Fields that describe one thing together (a cooldown's time and its task, a series'
+    ring and where its history began, a changed value and its time, the profile's latest
+    time and its fields' times): `mend` dropping a damaged entry of one side left the
+    other's entry for the same key, which the detector then read as something else."""
+
+    SILENCE = rules_from(NO_GATES + "rules:" + NO_ACTIVITY)
+    TAG = state_tag("no_activity")
+
+    def silent_store(self) -> tuple[Detector, DictStateStore, str]:
+        """A store whose subscriber's silence made its task at the 11-09 sweep (a 14-day
+        cooldown): the rule's mark and its task held; the task's id returned."""
+        found = Detector(self.SILENCE, {t.value: t for t in EventType})
+        store = DictStateStore(cache_capacity=0)
+        use = ev(EventType.USAGE, at("2026-11-01", "10:00"), kind="data", quantity=1000)
+        store.save(found.process(to_records([use]), store.load, None).changes)
+        mark = int(dt.datetime.fromisoformat(at("2026-11-09", "01:00")).timestamp())
+        swept = sweep(found, store.items([0]), lambda _p: mark, None)
+        [task] = swept.tasks
+        store.save(swept.changes)
+        held = SubscriberState.from_bytes(store.data[SUB])
+        assert held.fired_by[self.TAG] == mark_id(task.task_id)
+        return found, store, task.task_id
+
+    def test_a_silence_judged_again_after_its_mark_was_dropped_sets_a_cooldown(self) -> None:
+        """The mark's time damaged (no number): the next day's close judges the silence
+        again and fails on it; mended, the mark's task (`fired_by`) was kept without its
+        time, the re-judgement took the mark for its own and set none (`emit`'s `marks`),
+        and the rule held no cooldown at all. The mark's task goes with its time: the
+        re-judgement's task sets the cooldown again."""
+        found, store, first = self.silent_store()
+        damage(store, x={self.TAG: "yesterday"})
+        roam = arrival("JP", "2026-11-10")  # no usage: the silence goes on, judged at its close
+        result = found.process(later(roam), store.load, None)
+        assert not result.failures
+        assert [t.task_id for t in result.tasks] == [first]  # made again, the same moment
+        store.save(result.changes)
+        again = SubscriberState.from_bytes(store.data[SUB])
+        assert again.faults() == []
+        close = int(dt.datetime.fromisoformat(at("2026-11-10", "00:00")).timestamp())
+        assert again.fired.get(self.TAG) == close
+        assert again.fired_by[self.TAG] == mark_id(first)
+        assert result.damaged == {SUB: "fired, fired_by"}
+
+    def test_a_marks_task_goes_with_its_time_and_a_time_stays_without_its_task(self) -> None:
+        """`fired_by` without `fired` is never written (the task is named once its mark is
+        set): it goes with the time, whole when `fired` is no map. A mark whose task was
+        damaged is kept: a mark of before tasks were named holds the cooldown back all the
+        same, and a dropped task's return removes it by its time (moments.cooldowns)."""
+        state = SubscriberState(
+            fired={"a": "x", "b": 5, "c": 7},  # type: ignore[dict-item]
+            fired_by={"a": "0badcafe", "b": 9, "c": "12345678"},  # type: ignore[dict-item]
+        )
+        assert state.mend() == ["fired", "fired_by"]
+        assert (state.fired, state.fired_by) == ({"b": 5, "c": 7}, {"c": "12345678"})
+        whole = SubscriberState(fired=[5], fired_by={"a": "0badcafe"})  # type: ignore[arg-type]
+        assert whole.mend() == ["fired", "fired_by"]
+        assert (whole.fired, whole.fired_by) == ({}, {})
+
+    def test_a_series_ring_dropped_takes_its_begin_with_it(self) -> None:
+        """A begin (`<tag>.b`, rules.series) says where the subscriber's history in the
+        series began for a "fewer than" test; kept without its ring, the test read the
+        windows since as empty and fired ("fewer than 3 calls in 4 weeks" for a customer
+        whose calls the ring held): a moment made up. Without either, the history begins
+        again at the next event, as for a new subscriber. A begin damaged alone goes alone:
+        the ring's first window is then where the history begins (later: the test waits)."""
+        state = SubscriberState(
+            series={
+                "ab": ["x"],  # type: ignore[list-item]
+                "ab.b": [739000],
+                "cd": [739001, 739000, 2],
+                "cd.b": ["y"],  # type: ignore[list-item]
+                "ef.b": [739001],  # a begin with no ring yet: no event in the series
+            }
+        )
+        assert state.mend() == ["series"]
+        assert state.series == {"cd": [739001, 739000, 2], "ef.b": [739001]}
+
+    def test_a_changed_value_whose_time_was_dropped_is_dated_at_the_watermark(self) -> None:
+        """`last` without `last_at` is a value kept before its time was: a record of the old
+        handset read late, dated before the new one's, is taken for a change ("new
+        handset"), and the next of the new one for another. Dated at the latest event time
+        applied (at or after the value's own), such a record is still read late; only a
+        value dated between the lost time and that one waits for its line's next record.
+        A value dropped keeps its time: a record dated before it is still read late, and
+        the next newer one is the baseline."""
+        state = SubscriberState(
+            last={"a": "35693803564380", "b": 7, "c": "86"},  # type: ignore[dict-item]
+            last_at={"a": "x", "b": 1_790_000_000, "c": 1_790_000_100},  # type: ignore[dict-item]
+            watermark=1_790_000_500,
+        )
+        assert state.mend() == ["last", "last_at"]
+        assert state.last == {"a": "35693803564380", "c": "86"}
+        assert state.last_at == {"a": 1_790_000_500, "b": 1_790_000_000, "c": 1_790_000_100}
+
+    def test_the_latest_profile_time_dropped_is_its_fields_latest(self) -> None:
+        """`seen["p"]` is the newest profile update's time that set a field: the latest of
+        the fields' times (`profile_at`). Dropped alone, an update carrying no field dated
+        before the latest was applied, and the next day's look took the profile as the one
+        it read (moments.sweep); it is the fields' latest again."""
+        state = SubscriberState(
+            profile={"tier": "gold"},
+            profile_at={"tier": 1_790_000_000, "opt_out": 1_790_000_300},
+            seen={"p": "x", "u": 1_790_000_400},  # type: ignore[dict-item]
+        )
+        assert state.mend() == ["seen"]
+        assert state.seen == {"p": 1_790_000_300, "u": 1_790_000_400}
