@@ -30,8 +30,8 @@ from moments.embedded import RedisServer, TansuBroker
 # that finds a leak (the log masker's shapes) cannot fail one landing's CI and pass the
 # next; hypothesis derandomizes only where it detects CI by its environment, and a
 # runner that sets no `CI` explored afresh each time. `HYPOTHESIS_PROFILE=explore` draws
-# new examples (1,000 where a test names no number of its own): run it to look for what the fixed draws miss, and pin
-# what it finds with `@example`.
+# new examples (1,000 where a test names no number of its own): run it to look for what
+# the fixed draws miss, and pin what it finds with `@example`.
 settings.register_profile("moments", deadline=None, derandomize=True)
 settings.register_profile("explore", deadline=None, derandomize=False, max_examples=1000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "moments"))
