@@ -35,6 +35,13 @@ DECODE_EXAMPLES = """
     moments state decode record.bin
     moments state decode - < record.bin
 """
+DECODE_WANTS = (
+    "give the bytes of one value of the state changelog as they are, e.g. "
+    "`kcat -C -b kafka-1:9092 -t moments-subscribers-changelog -p 3 -o OFFSET -c 1 -e -q "
+    "-f '%s' > record.bin` (docs/operations.md, a record mended), not the JSON "
+    "`moments state show` prints"
+)
+"""What `state decode` reads, said when it is given something else."""
 
 
 def add_state_command(sub: Subparsers) -> None:
@@ -385,8 +392,9 @@ def said_refused(console: Console, seeded: Seeded) -> None:
 def _cmd_decode(args: argparse.Namespace) -> int:
     import orjson
 
+    from moments.logmask import mask_text
     from moments.stateview import readable
-    from moments.statezip import StateFormatError
+    from moments.statezip import ZSTD_MAGIC, StateFormatError
 
     try:
         stored = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
@@ -402,10 +410,21 @@ def _cmd_decode(args: argparse.Namespace) -> int:
         )
         print("null")
         return 0
+    name = "standard input" if args.file == "-" else args.file
+    if stored[:1] != b"{" and stored[:4] != ZSTD_MAGIC:
+        # Not the changelog's bytes at all: say what to give, not statezip's advice for a
+        # worker (MOMENTS_APP_ID), which no file or pipe has.
+        print(
+            f"moments: {name} is not a subscriber record (it starts with "
+            f"{mask_text(repr(stored[:8]))}; a record starts with zstd's 28 b5 2f fd or "
+            f"`{{`): {DECODE_WANTS}",
+            file=sys.stderr,
+        )
+        return 1
     try:
         record = readable(stored)
     except (StateFormatError, orjson.JSONDecodeError) as exc:
-        print(f"moments: {args.file} is not a subscriber record: {exc}", file=sys.stderr)
+        print(f"moments: {name} cannot be read as a subscriber record: {exc}", file=sys.stderr)
         return 1
     print(orjson.dumps(record, option=orjson.OPT_INDENT_2).decode())
     return 0

@@ -94,3 +94,18 @@ def test_show_checks_ids_from_stdin_before_connecting(
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     assert main(["state", "show", "-"]) != 0
     assert "no subscriber id on stdin" in capsys.readouterr().err
+
+
+def test_bytes_that_are_no_record_are_told_what_to_give_once(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Garbage on stdin read "- is not a subscriber record: not a subscriber record ...
+    check MOMENTS_APP_ID": the phrase twice, and a worker's advice no pipe can follow. It
+    says once what it is not, and how kcat saves a changelog value."""
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"hello world\n")))
+    assert main(["state", "decode", "-"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("not a subscriber record") == 1
+    assert "standard input is not a subscriber record" in err
+    assert "MOMENTS_APP_ID" not in err
+    assert "kcat -C" in err
