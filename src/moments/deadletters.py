@@ -173,21 +173,32 @@ def message_shape(reason: str, message: str) -> str:
     if reason == RejectReason.KEY_MISMATCH.value:
         return _KEY_VALUES.sub("'…'", message)
     if reason in (RejectReason.FUTURE.value, RejectReason.LATE.value):
-        return _OUT_OF_TIME.sub(_out_of_time_shape, message, count=1)
+        limit = _LIMIT.search(message)
+        floor = int(limit[1] or limit[2]) if limit is not None else None
+        return _OUT_OF_TIME.sub(lambda m: _out_of_time_shape(m, floor), message, count=1)
     return message
 
 
-def _out_of_time_shape(found: re.Match[str]) -> str:
+_LIMIT = re.compile(r"at most (\d+) s\)|MOMENTS_LATENESS_SECONDS=(\d+)\)")
+"""The limit a `future` or `late` message names: seconds it refuses beyond."""
+
+
+def _out_of_time_shape(found: re.Match[str], floor: int | None) -> str:
     seconds = found["seconds"]
-    by = f"{_hours(int(seconds))} " if seconds is not None else ""
+    by = f"{_hours(int(seconds), floor)} " if seconds is not None else ""
     latest = "the latest applied: …" if found["how"].startswith("older than the updates") else "…"
     return f"occurred_at … is {by}{found['how']} ({latest}"
 
 
-def _hours(seconds: int) -> str:
+def _hours(seconds: int, floor: int | None = None) -> str:
     """Seconds ahead or behind as a summary groups them: an offset written wrong is whole
-    hours (local time with `Z`: 8 h in China), a clock off or a backlog less than one."""
+    hours (local time with `Z`: 8 h in China), a clock off or a backlog less than one.
+    Under an hour it starts at `floor`, the limit the message names (only what is past
+    it is refused): "less than an hour" read as if an event a minute ahead was."""
     if seconds < 3600:
+        if floor is not None and 0 < floor < 3600:
+            since = f"{floor // 60} min" if floor % 60 == 0 else f"{floor} s"
+            return f"between {since} and an hour"
         return "less than an hour"
     if seconds < 2 * 86400:
         return f"about {round(seconds / 3600)} h"

@@ -29,6 +29,7 @@ from moments.deadletters import (
     Selection,
     Summary,
     entry_document,
+    message_shape,
     parse_entry,
     parse_time,
     revalidate,
@@ -695,9 +696,9 @@ def test_show_counts_the_dead_letters_of_one_clock_mistake_as_one_message() -> N
         {
             "occurred_at … is about 8 h ahead of the worker's clock (…; at most 900 s): not "
             "applied. Check the producer's clock and offset (local time written with Z?)": 3,
-            "occurred_at … is less than an hour ahead of the worker's clock (…; at most "
-            "900 s): not applied. Check the producer's clock and offset (local time written "
-            "with Z?)": 2,
+            "occurred_at … is between 15 min and an hour ahead of the worker's clock (…; "
+            "at most 900 s): not applied. Check the producer's clock and offset (local time "
+            "written with Z?)": 2,
         }
     )
     late = summary.groups[("p.telecom.topup", "late")].messages
@@ -705,6 +706,21 @@ def test_show_counts_the_dead_letters_of_one_clock_mistake_as_one_message() -> N
     assert "occurred_at … is about 2 h older than this subscriber's latest topup event (…; " in (
         next(iter(late))
     )
+
+
+def test_an_event_under_an_hour_ahead_is_said_past_the_limit_it_broke() -> None:
+    """An event 20 minutes ahead read "less than an hour ahead (at most 900 s)", as if one
+    a minute ahead was refused too: under an hour, the range starts at the limit."""
+    from moments.refusals import too_far_ahead
+
+    record = RawRecord("p.telecom.topup", 0, 1, SUB.encode(), b"{}")
+    now = int(AT.timestamp())
+    said = too_far_ahead(record, "topup", now + 1_200, now, 900).message
+    assert message_shape("future", said).startswith(
+        "occurred_at … is between 15 min and an hour ahead of the worker's clock (…; "
+    )
+    said = too_far_ahead(record, "topup", now + 1_200, now, 90).message
+    assert "is between 90 s and an hour ahead" in message_shape("future", said)
 
 
 def test_times_of_one_wrong_form_are_one_message_of_deadletter_show() -> None:
