@@ -177,7 +177,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     )
     from moments.models import EventType
     from moments.records import OUT_OF_TIME
-    from moments.rulecheck import EventFileError
+    from moments.rulecheck import EventFileError, NotAFileError
     from rules.catalog import load_rules
     from sinks.policy import check_rule_ids, load_policy
 
@@ -259,7 +259,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         base = run("baseline", baseline) if baseline is not None and not empty else None
     except (EventFileError, OSError) as exc:
         print(f"moments: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, NotAFileError) else 1  # a path given wrong: set-up
     report = build_report(result, top=args.top)
     # A file cut short first: every figure after its cut lacks its events.
     report["warnings"] = [cut.said() for cut in result.cuts] + ([empty] if empty else [])

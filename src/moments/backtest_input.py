@@ -42,6 +42,7 @@ from moments.rulecheck import (
     UNREADABLE,
     EventFileError,
     MissingEventTypeError,
+    NotAFileError,
     event_type_of,
     json_objects,
 )
@@ -532,7 +533,7 @@ class EventFile:
     ) -> None:
         """`profiles`: the file of `--profiles` (said so when it is missing)."""
         if (unreadable := not_an_events_file(path, profiles)) is not None:
-            raise EventFileError(unreadable)
+            raise NotAFileError(unreadable)
         self.path = path
         self.profiles = profiles
         self.source = str(path)

@@ -144,14 +144,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Not `except RulesError`: that import is the whole rule language (~0.2 s), paid
         # by every command; a RulesError raised has imported it already.
         from rules.calendar import CalendarError
-        from rules.exceptions import RulesError
+        from rules.exceptions import RulesError, RulesPathError
 
         if not isinstance(exc, RulesError):
             raise
 
         what = "holiday calendar" if isinstance(exc, CalendarError) else "rules"
         _refused(f"moments: {what} refused:\n{exc}")
-        return 1
+        return 2 if isinstance(exc, RulesPathError) else 1  # a path given wrong: set-up
     except KeyboardInterrupt:
         return 130
     finally:

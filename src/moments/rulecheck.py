@@ -34,6 +34,12 @@ class EventFileError(MomentsError):
     """A line of an events file that cannot be read; names the file and line."""
 
 
+class NotAFileError(EventFileError):
+    """A path given as an events file that is not a file to read (missing, a folder, a
+    pipe): the command could not run as set up, exit 2 as a bad option; a line that
+    cannot be read is the input found wanting, exit 1."""
+
+
 class MissingEventTypeError(EventFileError):
     """A line with no event type, and none given for the file."""
 

@@ -70,12 +70,12 @@ def _add_rules_validate(sub: Subparsers) -> None:
 def _cmd_rules_validate(args: argparse.Namespace) -> int:
     from moments.risk import SPEND_SERIES
     from rules.catalog import load_rules, load_together
-    from rules.exceptions import RulesError
+    from rules.exceptions import RulesError, RulesPathError
     from rules.lint import warnings
 
     if args.together:
         return _validate_together(args.paths)
-    failed = False
+    failed = missing = False
     for path in args.paths:
         try:
             rules = load_rules(path)
@@ -83,11 +83,15 @@ def _cmd_rules_validate(args: argparse.Namespace) -> int:
             failed = True
             for problem in exc.problems:
                 print(problem)
+            if isinstance(exc, RulesPathError):
+                missing = True
             continue
         print(f"{path}: {len(rules)} rule(s) OK")
         for warning in warnings(rules, read_elsewhere=(SPEND_SERIES,)):
             print(f"{path}: warning: {warning}")
         _say_left_out(path)
+    if missing:  # a path given wrong: the check did not run as asked (exit 2)
+        return 2
     if failed or len(args.paths) < 2:
         return 1 if failed else 0
     # Each was checked alone; what they would break in one rules folder is said too
@@ -106,7 +110,7 @@ def _cmd_rules_validate(args: argparse.Namespace) -> int:
 def _validate_together(paths: Sequence[Path]) -> int:
     from moments.risk import SPEND_SERIES
     from rules.catalog import load_together
-    from rules.exceptions import RulesError
+    from rules.exceptions import RulesError, RulesPathError
     from rules.lint import warnings
 
     try:
@@ -114,7 +118,7 @@ def _validate_together(paths: Sequence[Path]) -> int:
     except RulesError as exc:
         for problem in exc.problems:
             print(problem)
-        return 1
+        return 2 if isinstance(exc, RulesPathError) else 1
     named = " ".join(str(p) for p in paths)
     print(f"{named}: {len(rules)} rule(s) OK as one catalog")
     for warning in warnings(rules, read_elsewhere=(SPEND_SERIES,)):
@@ -415,6 +419,7 @@ def _cmd_rules_test(args: argparse.Namespace) -> int:
     from moments.rulecheck import (
         EventFileError,
         MissingEventTypeError,
+        NotAFileError,
         check_expectations,
         check_rules,
         describe_task,
@@ -449,7 +454,7 @@ def _cmd_rules_test(args: argparse.Namespace) -> int:
         ):
             hint = ", or give --type TYPE for the lines without one (records of one topic)"
         print(f"moments: {exc}{hint}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, NotAFileError) else 1  # a path given wrong: set-up
     for task in result.tasks:
         if args.json:
             print(task.model_dump_json())

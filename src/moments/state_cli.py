@@ -234,7 +234,7 @@ def _cmd_seed(args: argparse.Namespace) -> int:
     from moments.cliparts import parse_when
     from moments.connections import check_kafka, kafka_client_kwargs, require_kafka, require_redis
     from moments.models import EventType
-    from moments.rulecheck import EventFileError
+    from moments.rulecheck import EventFileError, NotAFileError
     from moments.seed import (
         build_states,
         changelog_records,
@@ -319,7 +319,7 @@ def _cmd_seed(args: argparse.Namespace) -> int:
         out_of_order = order_said(files[1:] if args.profiles is not None else files)
     except (EventFileError, OSError) as exc:
         print(f"moments: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, NotAFileError) else 1  # a path given wrong: set-up
     if not args.dry_run:  # the erased stay erased, whatever the warehouse still holds
         seeded.leave_out(asyncio.run(erased_subscribers(settings, list(seeded.records))))
     table = Table("figure", "value", title=f"state seed for {topic}")
@@ -398,9 +398,9 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 
     try:
         stored = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
-    except OSError as exc:
+    except OSError as exc:  # a path given wrong: the command could not run as set up
         print(f"moments: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
-        return 1
+        return 2
     if not stored:
         # What kcat or a console consumer saves of a tombstone: the subscriber was erased.
         print(

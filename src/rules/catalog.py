@@ -48,7 +48,7 @@ from rules.conditions import (
 )
 from rules.contract import event_carried, event_values, never_carried, refusal, when_tests
 from rules.durations import parse_duration
-from rules.exceptions import RuleProblem, RulesError
+from rules.exceptions import RuleProblem, RulesError, RulesPathError
 from rules.gating import GatingPolicy
 from rules.hints import closest, known_fields, meant, unknown_key
 from rules.operators import NUMERIC_OPS, number, number_hint
@@ -265,13 +265,15 @@ def load_together(paths: Sequence[Path]) -> RuleSet:
     folder (`moments rules validate --together`). Raises `RulesError` as `load_rules`."""
     texts: list[tuple[str, str]] = []
     problems: list[RuleProblem] = []
+    unopened = False  # a path given wrong: RulesPathError, a set-up problem
     for path in paths:
         try:
             texts += _read(path)
         except RulesError as exc:
             problems += exc.problems
+            unopened = unopened or isinstance(exc, RulesPathError)
     if problems:
-        raise RulesError(problems)
+        raise (RulesPathError if unopened else RulesError)(problems)
     return load_texts(texts)
 
 
@@ -310,9 +312,10 @@ def _read(path: Path) -> list[tuple[str, str]]:
     except FileNotFoundError as exc:  # a recipe's path copied from another directory
         where = "" if path.is_absolute() else f" (a path from {Path.cwd()})"
         problem = f"cannot read: no such rules file or folder{where}; check the path"
-        raise RulesError([RuleProblem(str(path), 1, 1, problem)]) from exc
+        raise RulesPathError([RuleProblem(str(path), 1, 1, problem)]) from exc
     except OSError as exc:
-        raise RulesError([RuleProblem(str(path), 1, 1, f"cannot read: {exc.strerror}")]) from exc
+        problem = f"cannot read: {exc.strerror}"
+        raise RulesPathError([RuleProblem(str(path), 1, 1, problem)]) from exc
     if refused:
         raise RulesError(refused)
     if not texts:

@@ -24,3 +24,8 @@ class RulesError(MomentsError):
     def __init__(self, problems: list[RuleProblem]) -> None:
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
+
+
+class RulesPathError(RulesError):
+    """The rules path given is not there or cannot be opened: the command could not run
+    as set up (exit 2, as a bad option), not a rules file found wanting (exit 1)."""

@@ -715,7 +715,7 @@ class TestCommand:
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
         code = main(["backtest", "--events", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path)])
-        assert code == 1
+        assert code == 2  # 2, not 1: a path given wrong is set-up (README, exit codes)
         assert "no such file" in capsys.readouterr().err
 
     def test_a_pipe_or_a_folder_is_named_for_what_it_is(
@@ -728,14 +728,14 @@ class TestCommand:
         pipe = tmp_path / "pipe.jsonl"
         os.mkfifo(pipe)
         code = main(["backtest", "--events", str(pipe), "--out", str(tmp_path / "out")])
-        assert code == 1
+        assert code == 2  # 2, not 1: a path given wrong is set-up (README, exit codes)
         err = capsys.readouterr().err.replace("\n", "")
         assert f"{pipe}: not a regular file (a pipe, as <(...) gives, or a device)" in err
         assert "no such file" not in err
         folder = tmp_path / "exports"
         folder.mkdir()
         code = main(["backtest", "--events", str(folder), "--out", str(tmp_path / "out")])
-        assert code == 1
+        assert code == 2  # 2, not 1: a path given wrong is set-up (README, exit codes)
         err = capsys.readouterr().err.replace("\n", "")
         assert f"{folder}: a folder; pass the files in it" in err
 

@@ -567,7 +567,8 @@ class TestPathsTold:
         folder = tmp_path / "exports"
         folder.mkdir()
         (folder / "day1.jsonl").write_bytes(JSONL)
-        assert main(["backtest", "--events", str(folder), "--out", str(tmp_path / "o")]) == 1
+        code = main(["backtest", "--events", str(folder), "--out", str(tmp_path / "o")])
+        assert code == 2  # 2, not 1: a path given wrong is set-up (README, exit codes)
         said = " ".join(capsys.readouterr().err.split())
         assert f"{folder}: a folder; pass the files in it" in said
         assert "no such file" not in said

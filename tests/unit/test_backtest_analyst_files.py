@@ -69,7 +69,7 @@ class TestMissingProfiles:
     ) -> None:
         missing = tmp_path / "nope.jsonl"
         argv = ["backtest", "--events", str(missing), "--out", str(tmp_path / "o")]
-        assert main(argv) == 1
+        assert main(argv) == 2  # 2, not 1: a path given wrong is set-up (README, exit codes)
         said = " ".join(capsys.readouterr().err.split())
         assert f"{missing}: no such file; pass an events file" in said
 

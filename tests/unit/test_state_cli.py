@@ -38,7 +38,8 @@ def test_bytes_that_are_no_record_are_refused_with_a_message(
     path.write_bytes(b"\x00\x01 not a record")
     assert main(["state", "decode", str(path)]) == 1
     assert "is not a subscriber record" in capsys.readouterr().err
-    assert main(["state", "decode", str(tmp_path / "missing.bin")]) == 1
+    # 2, not 1: a path given wrong is set-up (README, exit codes)
+    assert main(["state", "decode", str(tmp_path / "missing.bin")]) == 2
     assert "cannot read" in capsys.readouterr().err
 
 

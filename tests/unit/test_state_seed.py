@@ -103,13 +103,13 @@ def test_a_dry_run_in_parts_counts_its_partitions_only(
 def test_a_missing_events_file_is_said_not_raised(
     which: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """As `backtest` and `rules test` say it: the file's name and the fix, exit 1; the seed
-    printed a traceback ending in EventFileError."""
+    """As `backtest` and `rules test` say it: the file's name and the fix, exit 2 (a path
+    given wrong is set-up, README); the seed printed a traceback ending in EventFileError."""
     history = str(_history(tmp_path / "h.jsonl").path)
     missing = str(tmp_path / "missing.jsonl")
     given = {"--events": history, "--profiles": None, which: missing}
     args = ["state", "seed", "--dry-run", *(a for k, v in given.items() if v for a in (k, v))]
-    assert main(args) == 1
+    assert main(args) == 2
     err = " ".join(capsys.readouterr().err.split())
     said = {  # --profiles named as the profiles snapshot, not "pass an events file"
         "--events": f"moments: {missing}: no such file; pass an events file",

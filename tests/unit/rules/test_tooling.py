@@ -236,7 +236,8 @@ def test_a_rules_path_that_is_not_there_says_so_and_from_where(
     """`moments rules test rules/ ...` of a recipe said "rules:1:1: cannot read: No such
     file or directory" (new user's walk): it names the directory the path was read from."""
     monkeypatch.chdir(tmp_path)
-    assert main(["rules", "validate", "rules/"]) == 1
+    # 2, not 1: a path given wrong is set-up (README, exit codes)
+    assert main(["rules", "validate", "rules/"]) == 2
     said = capsys.readouterr()
     assert f"rules:1:1: cannot read: no such rules file or folder (a path from {tmp_path})" in (
         said.out + said.err
