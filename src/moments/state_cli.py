@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from moments.cliparts import Subparsers
     from moments.seed import Seeded
+    from moments.settings import Settings
 
 SHOW_EXAMPLES = """
     moments state show 13800138000                 # the record, field by field
@@ -70,7 +71,11 @@ def add_state_command(sub: Subparsers) -> None:
         "the numbers stay out of the shell's history and the process list",
     )
     show.add_argument(
-        "--json", action="store_true", help="one JSON line per subscriber: {subscriber_id, record}"
+        "--json",
+        action="store_true",
+        help="one JSON line per subscriber: {subscriber_id, record}, the record's fields as "
+        "stored (epoch seconds, day ordinals, hashed rule tags); without it times are RFC "
+        "3339 in UTC, days dates, and _tags names each tag's rule or series",
     )
     seed = add_command(
         actions,
@@ -157,6 +162,11 @@ def add_state_command(sub: Subparsers) -> None:
         _cmd_decode,
     )
     decode.add_argument("file", metavar="FILE", help="the record's bytes; - for standard input")
+    decode.add_argument(
+        "--json",
+        action="store_true",
+        help="the fields as stored (epoch seconds, day ordinals), as `state show --json`",
+    )
 
 
 def subscribers_given(args: list[str], stdin: TextIO) -> list[str]:
@@ -180,7 +190,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
     from moments.connections import require_kafka
     from moments.models import SUBSCRIBER_PATTERN
-    from moments.stateview import changelog_topic, latest_records, readable
+    from moments.stateview import READ_AS, changelog_topic, for_people, latest_records, readable
     from moments.topicread import ReadBar
 
     settings = command_settings()
@@ -204,9 +214,10 @@ def _cmd_show(args: argparse.Namespace) -> int:
         elif stored is not None and record is not None:
             print(
                 f"# {sub}: partition {stored.partition}, {record['_stored_bytes']} bytes "
-                f"stored, {record['_json_bytes']} of JSON"
+                f"stored, {record['_json_bytes']} of JSON; {READ_AS}"
             )
-            print(orjson.dumps(record, option=orjson.OPT_INDENT_2).decode())
+            shown = for_people(record, names(settings))
+            print(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
         if stored is not None and stored.partition != stored.hashed:
             console.print(
                 f"{sub} is on partition {stored.partition}, not {stored.hashed} where murmur2 "
@@ -220,6 +231,19 @@ def _cmd_show(args: argparse.Namespace) -> int:
                 "was deleted by a profile tombstone); check the id and MOMENTS_APP_ID"
             )
     return 1 if missing else 0
+
+
+def names(settings: Settings) -> dict[str, str] | None:
+    """The tags of MOMENTS_RULES (or the packaged catalog), named; None when they cannot
+    be loaded (the record is shown all the same, its tags unnamed)."""
+    from moments.stateview import tag_names
+    from rules.catalog import load_rules
+    from rules.exceptions import RulesError
+
+    try:
+        return tag_names(load_rules(settings.rules))
+    except RulesError:
+        return None
 
 
 def _cmd_seed(args: argparse.Namespace) -> int:
@@ -393,7 +417,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     import orjson
 
     from moments.logmask import mask_text
-    from moments.stateview import readable
+    from moments.stateview import READ_AS, for_people, readable
     from moments.statezip import ZSTD_MAGIC, StateFormatError
 
     try:
@@ -426,5 +450,8 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     except (StateFormatError, orjson.JSONDecodeError) as exc:
         print(f"moments: {name} cannot be read as a subscriber record: {exc}", file=sys.stderr)
         return 1
+    if not args.json:
+        print(f"# {READ_AS}")
+        record = for_people(record, names(command_settings()))
     print(orjson.dumps(record, option=orjson.OPT_INDENT_2).decode())
     return 0

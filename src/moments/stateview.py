@@ -8,8 +8,10 @@ prints it with the field names of `SubscriberState`.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import re
 from collections.abc import Iterable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from moments.cooldowns import RETURNS_TOPIC_SUFFIX
 from moments.fence import Fold, header_value
@@ -18,6 +20,10 @@ from moments.settings import Settings
 from moments.state import SubscriberState
 from moments.statezip import MisnamedRecordError, unpack
 from moments.topicread import Progress, TopicReader, topic_consumer
+from rules.windows import window_start_day
+
+if TYPE_CHECKING:
+    from rules.catalog import RuleSet
 
 STATE_TABLE = "subscribers"
 """The Faust table's name (moments.app), hence its changelog `<app id>-subscribers-changelog`."""
@@ -109,3 +115,85 @@ def readable(stored: bytes) -> dict[str, Any]:
         "_json_bytes": len(json),
         **damaged,
     }
+
+
+READ_AS = (
+    "times RFC 3339 in UTC; days (closed, special_day, leads) the subscriber's local dates; "
+    "_tags names the rule or series behind each hashed key (--json: as stored)"
+)
+"""How `for_people` writes a record, said above it."""
+
+_TIMES = ("first_seen", "profile_at", "last_at", "fired", "seen")
+"""Fields of name -> event time (epoch seconds)."""
+_TAGGED = ("first_seen", "series", "last", "last_at", "fired", "fired_by", "shadowed", "leads")
+"""Fields whose keys begin with a rule's or series' tag (`rules.rule.state_tag`)."""
+
+
+def for_people(record: dict[str, Any], names: dict[str, str] | None) -> dict[str, Any]:
+    """A `readable` record with its epoch seconds as RFC 3339 times (UTC), its day
+    ordinals and window indices as dates, and `_tags`: what each hashed key of the
+    record is (`names`: tag -> "rule <id>" or "series <name>" of the rules loaded; None:
+    the rules could not be loaded, no `_tags`). Stored
+    as numbers for size, they read as `first_seen: {"3595a3:app": 1796400000}`. A record
+    with a field of a shape the detector never writes (damaged, hand-edited) is shown as
+    stored, said so: its numbers are the evidence."""
+    try:
+        return _for_people(record, names)
+    except (TypeError, ValueError, AttributeError, OverflowError, IndexError) as exc:
+        return {**record, "_as_stored": f"a field of a shape never written ({exc!r})"}
+
+
+def _for_people(record: dict[str, Any], names: dict[str, str] | None) -> dict[str, Any]:
+    out = dict(record)
+    for name in _TIMES:
+        out[name] = {key: _time(at) for key, at in record.get(name, {}).items()}
+    out["complaints"] = {
+        key: _time(at) if at >= 0 else f"resolved {_time(-at)}"
+        for key, at in record.get("complaints", {}).items()
+    }
+    for name in ("watermark", "erased"):
+        out[name] = _time(record[name]) if record.get(name) else None
+    for name in ("special_day", "changed_after_look"):
+        out[name] = _day(record[name]) if record.get(name) else None
+    out["closed"] = {key: _window(key, index) for key, index in record.get("closed", {}).items()}
+    out["leads"] = {
+        tag: [lead[0], _day(lead[1])] if isinstance(lead, list) and len(lead) == 2 else lead
+        for tag, lead in record.get("leads", {}).items()
+    }
+    if names is None:
+        return out
+    tags = sorted(
+        {re.split(r"[:.]", key)[0] for field in _TAGGED for key in record.get(field, {})}
+        - {"hotline"}  # moments.risk's own series, no rule's
+    )
+    out["_tags"] = {
+        tag: names.get(tag, "no rule or series of the rules loaded: removed or changed since")
+        for tag in tags
+    }
+    return out
+
+
+def tag_names(rules: RuleSet) -> dict[str, str]:
+    """Each rule's and series' tag -> what it is, for `for_people`."""
+    named = {rule.tag: f"rule {rule.id}" for rule in rules.rules}
+    named |= {series.tag: f"series {series.name}" for series in rules.series.values()}
+    return named
+
+
+def _time(at: float) -> str:
+    return dt.datetime.fromtimestamp(at, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _day(ordinal: int) -> str:
+    return dt.date.fromordinal(ordinal).isoformat()
+
+
+def _window(key: str, index: int) -> str | int:
+    """`closed`: the local day checked (`checked`), or a period's first window not yet
+    closed, as the day it starts; another key as stored."""
+    if key == "checked":
+        return _day(index)
+    if key in ("day", "week", "month"):
+        start = window_start_day(key, index).isoformat()
+        return start if key == "day" else f"{key} from {start}"
+    return index

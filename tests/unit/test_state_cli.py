@@ -22,7 +22,7 @@ def test_a_record_is_printed_with_field_names(
 ) -> None:
     path = tmp_path / "record.bin"
     path.write_bytes(stored)
-    assert main(["state", "decode", str(path)]) == 0
+    assert main(["state", "decode", str(path), "--json"]) == 0
     shown = orjson.loads(capsys.readouterr().out)
     assert shown["profile"] == {"tier": "gold"}
     assert shown["fired"] == {"ab12": 5}
@@ -52,7 +52,7 @@ def test_a_record_whose_frame_names_a_dictionary_it_lacks_is_printed_said_damage
     at = 5 if stored[4] & 0x20 else 6
     path = tmp_path / "record.bin"
     path.write_bytes(stored[:at] + bytes((9,)) + stored[at + 1 :])
-    assert main(["state", "decode", str(path)]) == 0
+    assert main(["state", "decode", str(path), "--json"]) == 0
     shown = orjson.loads(capsys.readouterr().out)
     assert shown["fired"] == {"ab12": 5}
     assert "names dictionary 9" in shown["_damaged"]
@@ -110,3 +110,71 @@ def test_bytes_that_are_no_record_are_told_what_to_give_once(
     assert "standard input is not a subscriber record" in err
     assert "MOMENTS_APP_ID" not in err
     assert "kcat -C" in err
+
+
+def test_a_record_reads_with_times_dates_and_its_tags_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Called readable, the record printed epoch seconds, day ordinals (`closed.day:
+    739957`) and hashed keys (`"3595a3:app"`). Without --json its times are RFC 3339 in
+    UTC, its days dates, and `_tags` names the rule of each tag; --json stays as stored."""
+    from rules.catalog import load_rules
+    from rules.rule import state_tag
+
+    rule = load_rules(None).rules[0].id
+    tag = state_tag(rule)
+    state = SubscriberState(
+        watermark=1_796_400_000,
+        first_seen={f"{tag}:app": 1_796_400_000, "abcdef:x": 1_796_300_000},
+        closed={"checked": 739_957, "day": 739_957},
+        special_day=739_957,
+        complaints={"c1": -1_796_300_000},
+    )
+    path = tmp_path / "record.bin"
+    path.write_bytes(state.to_bytes())
+    assert main(["state", "decode", str(path)]) == 0
+    said, _, document = capsys.readouterr().out.partition("\n")
+    assert said.startswith("# times RFC 3339 in UTC")
+    shown = orjson.loads(document)
+    assert shown["watermark"] == "2026-12-04T16:00:00Z"
+    assert shown["first_seen"][f"{tag}:app"] == "2026-12-04T16:00:00Z"
+    assert shown["closed"] == {"checked": "2026-12-07", "day": "2026-12-07"}
+    assert shown["special_day"] == "2026-12-07"
+    assert shown["complaints"] == {"c1": "resolved 2026-12-03T12:13:20Z"}
+    assert shown["_tags"][tag] == f"rule {rule}"
+    assert "removed or changed since" in shown["_tags"]["abcdef"]
+    assert main(["state", "decode", str(path), "--json"]) == 0
+    assert orjson.loads(capsys.readouterr().out)["closed"]["day"] == 739_957
+
+
+def test_a_record_of_a_shape_never_written_is_shown_as_stored() -> None:
+    """A hand-edited field (a time as text) made the readable form raise: it is shown as
+    stored, said so."""
+    from moments.stateview import for_people, readable
+
+    stored = b'{"w": "yesterday", "f": {"ab12cd:x": 5}}'
+    shown = for_people(readable(stored), {})
+    assert shown["watermark"] == "yesterday"
+    assert "a field of a shape never written" in shown["_as_stored"]
+
+
+def test_show_prints_the_record_for_people_and_json_as_stored(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`state show` reads as `decode` does: times RFC 3339 in UTC, said on its first line;
+    --json keeps the numbers stored (the broker's read replaced by the record)."""
+    from moments.stateview import Stored
+
+    async def latest(settings: object, subs: list[str], bar: object) -> dict[str, Stored]:
+        return {sub: Stored(STATE.to_bytes(), 0, 0) for sub in subs}
+
+    monkeypatch.setattr("moments.connections.require_kafka", lambda settings: None)
+    monkeypatch.setattr("moments.stateview.latest_records", latest)
+    assert main(["state", "show", "13800138000"]) == 0
+    said, _, document = capsys.readouterr().out.partition("\n")
+    assert said.startswith("# 13800138000: partition 0,")
+    assert "times RFC 3339 in UTC" in said
+    assert orjson.loads(document)["watermark"] == "2026-12-04T16:00:00Z"
+    assert main(["state", "show", "13800138000", "--json"]) == 0
+    line = orjson.loads(capsys.readouterr().out)
+    assert line["record"]["watermark"] == 1_796_400_000
