@@ -205,6 +205,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     with bar.progress:
         found = asyncio.run(latest_records(settings, subscribers, bar))
     missing = 0
+    named = None if args.json else names(settings)
     for sub, stored in found.items():
         record = readable(stored.value) if stored is not None else None
         if args.json:
@@ -216,7 +217,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
                 f"# {sub}: partition {stored.partition}, {record['_stored_bytes']} bytes "
                 f"stored, {record['_json_bytes']} of JSON; {READ_AS}"
             )
-            shown = for_people(record, names(settings))
+            shown = for_people(record, named)
             print(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
         if stored is not None and stored.partition != stored.hashed:
             console.print(
@@ -233,13 +234,15 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 1 if missing else 0
 
 
-def names(settings: Settings) -> dict[str, str] | None:
+def names(settings: Settings | None) -> dict[str, str] | None:
     """The tags of MOMENTS_RULES (or the packaged catalog), named; None when they cannot
-    be loaded (the record is shown all the same, its tags unnamed)."""
+    be loaded, or the settings could not be read (the record is shown all the same)."""
     from moments.stateview import tag_names
     from rules.catalog import load_rules
     from rules.exceptions import RulesError
 
+    if settings is None:
+        return None
     try:
         return tag_names(load_rules(settings.rules))
     except RulesError:
@@ -452,6 +455,10 @@ def _cmd_decode(args: argparse.Namespace) -> int:
         return 1
     if not args.json:
         print(f"# {READ_AS}")
-        record = for_people(record, names(command_settings()))
+        try:  # the tags' names only: decode reads a file, and needs no setting otherwise
+            settings = command_settings()
+        except ConfigError:
+            settings = None
+        record = for_people(record, names(settings))
     print(orjson.dumps(record, option=orjson.OPT_INDENT_2).decode())
     return 0

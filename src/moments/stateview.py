@@ -133,7 +133,7 @@ def for_people(record: dict[str, Any], names: dict[str, str] | None) -> dict[str
     """A `readable` record with its epoch seconds as RFC 3339 times (UTC), its day
     ordinals and window indices as dates, and `_tags`: what each hashed key of the
     record is (`names`: tag -> "rule <id>" or "series <name>" of the rules loaded; None:
-    the rules could not be loaded, no `_tags`). Stored
+    the rules could not be loaded, said in `_tags`). Stored
     as numbers for size, they read as `first_seen: {"3595a3:app": 1796400000}`. A record
     with a field of a shape the detector never writes (damaged, hand-edited) is shown as
     stored, said so: its numbers are the evidence."""
@@ -160,12 +160,14 @@ def _for_people(record: dict[str, Any], names: dict[str, str] | None) -> dict[st
         tag: [lead[0], _day(lead[1])] if isinstance(lead, list) and len(lead) == 2 else lead
         for tag, lead in record.get("leads", {}).items()
     }
-    if names is None:
-        return out
     tags = sorted(
         {re.split(r"[:.]", key)[0] for field in _TAGGED for key in record.get(field, {})}
         - {"hotline"}  # moments.risk's own series, no rule's
     )
+    if names is None:
+        if tags:
+            out["_tags"] = "not named: the rules could not be loaded (`moments rules validate`)"
+        return out
     out["_tags"] = {
         tag: names.get(tag, "no rule or series of the rules loaded: removed or changed since")
         for tag in tags

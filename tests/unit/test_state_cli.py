@@ -178,3 +178,17 @@ def test_show_prints_the_record_for_people_and_json_as_stored(
     assert main(["state", "show", "13800138000", "--json"]) == 0
     line = orjson.loads(capsys.readouterr().out)
     assert line["record"]["watermark"] == 1_796_400_000
+
+
+def test_decode_prints_the_record_when_the_rules_cannot_be_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Decode reads a file and needs no setting: rules it cannot load leave the tags
+    unnamed, said in `_tags`, not the record unprinted."""
+    monkeypatch.setenv("MOMENTS_RULES", str(tmp_path / "gone.yaml"))
+    path = tmp_path / "record.bin"
+    path.write_bytes(STATE.to_bytes())
+    assert main(["state", "decode", str(path)]) == 0
+    shown = orjson.loads(capsys.readouterr().out.partition("\n")[2])
+    assert shown["fired"] == {"ab12": "1970-01-01T00:00:05Z"}
+    assert shown["_tags"].startswith("not named: the rules could not be loaded")
