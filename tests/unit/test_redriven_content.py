@@ -34,7 +34,7 @@ from sinks.stores import DispatchStores
 from sinks.withdrawals import WITHDRAWALS_TOPIC, profile_changes
 
 from .fakes import Clock
-from .test_redriven_groups import GRACE_S, START, SUB, CrashError, moment
+from .test_redriven_groups import GRACE_S, START, SUB, crashing, moment
 
 CALL, SMS, MGR = "c1" * 16, "d2" * 16, "e3" * 16
 HOURS = {"timezone": "UTC", "hours": {"outbound_call": "03:00-12:00"}}
@@ -111,16 +111,9 @@ async def merged_then_dead(
     await sink.flush()
     assert await stores.ledger.state(member.task_id) == "merged"
 
-    confirm = stores.ledger.confirm
-
-    async def dies(*args: Any, **kwargs: Any) -> Any:
-        raise CrashError("ledger.confirm")
-
-    stores.ledger.confirm = dies  # type: ignore[method-assign]
     clock.now = START.timestamp() + 31 * 60
-    with pytest.raises(CrashError):
+    with crashing(stores.ledger, "confirm"):
         await sink.release_due()
-    stores.ledger.confirm = confirm  # type: ignore[method-assign]
     assert len(producer_of(sink).sent) == 1
     assert await stores.ledger.state(CALL) == "pending"
     return clock, stores, sink
@@ -160,16 +153,9 @@ class TestChannelHours:
         clock, stores, sink = sink_of({**HOURS, "overflow": TO_SMS}, claimed)
         call = moment(CALL, Channel.OUTBOUND_CALL, "a", claimed, 2)
         await stores.ledger.claim([(CALL, task_bytes(call))])
-        group_many = stores.ledger.group_many
-
-        async def dies(*args: Any, **kwargs: Any) -> Any:
-            raise CrashError("ledger.group_many")
-
-        stores.ledger.group_many = dies  # type: ignore[method-assign]
         clock.now += GRACE_S + 10
-        with pytest.raises(CrashError):
+        with crashing(stores.ledger, "group_many"):
             await sink.redrive(GRACE_S)
-        stores.ledger.group_many = group_many  # type: ignore[method-assign]
         clock.now += GRACE_S + 10
         assert await sink.redrive(GRACE_S) == 1
         assert published(producer_of(sink)) == [(CALL, "outbound_call", [])]
@@ -265,16 +251,9 @@ class TestCapacity:
         clock, stores, sink = sink_of(policy, START)
         limiter = CapacityLimiter(stores.slots, sink.policy)
         assert (await limiter.take("other", None, Channel.OUTBOUND_CALL, 3, START)).taken
-        confirm = stores.ledger.confirm
-
-        async def dies(*args: Any, **kwargs: Any) -> Any:
-            raise CrashError("ledger.confirm")
-
-        stores.ledger.confirm = dies  # type: ignore[method-assign]
         sink.add(moment(CALL, Channel.OUTBOUND_CALL, "a", START, 72))
-        with pytest.raises(CrashError):
+        with crashing(stores.ledger, "confirm"):
             await sink.flush()
-        stores.ledger.confirm = confirm  # type: ignore[method-assign]
         assert published(producer_of(sink)) == [(CALL, "sms", [])]
         clock.now = dt.datetime(2026, 12, 4, 0, 1, tzinfo=dt.UTC).timestamp()
         assert await sink.redrive(GRACE_S) == 1
@@ -354,16 +333,9 @@ async def sent_then_dead(
     pending)."""
     clock, stores, sink = sink_of(policy, at)
     sink.frequency_cap = lambda: frequency
-    confirm = stores.ledger.confirm
-
-    async def dies(*args: Any, **kwargs: Any) -> Any:
-        raise CrashError("ledger.confirm")
-
-    stores.ledger.confirm = dies  # type: ignore[method-assign]
     sink.add(moment(CALL, Channel.OUTBOUND_CALL, "a", at, 2))
-    with pytest.raises(CrashError):
+    with crashing(stores.ledger, "confirm"):
         await sink.flush()
-    stores.ledger.confirm = confirm  # type: ignore[method-assign]
     assert await stores.ledger.state(CALL) == "pending"
     return clock, sink
 
@@ -428,16 +400,9 @@ class TestPolicyReloaded:
         clock, stores, sink = sink_of(policy, START)
         limiter = CapacityLimiter(stores.slots, sink.policy)
         assert (await limiter.take("other", None, Channel.OUTBOUND_CALL, 3, START)).taken
-        confirm = stores.ledger.confirm
-
-        async def dies(*args: Any, **kwargs: Any) -> Any:
-            raise CrashError("ledger.confirm")
-
-        stores.ledger.confirm = dies  # type: ignore[method-assign]
         sink.add(moment(CALL, Channel.OUTBOUND_CALL, "a", START, 72))
-        with pytest.raises(CrashError):
+        with crashing(stores.ledger, "confirm"):
             await sink.flush()
-        stores.ledger.confirm = confirm  # type: ignore[method-assign]
         assert published(producer_of(sink)) == [(CALL, "sms", [])]
         raised = {**policy, "capacity": {"*": {"outbound_call": 2}}}
         sink.use_policy(DispatchPolicy.model_validate(raised))

@@ -14,7 +14,9 @@ test_unanswered.py runs the re-drive on Redis.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -44,6 +46,23 @@ POLICY = DispatchPolicy.model_validate(
 
 class CrashError(Exception):
     """The worker dies here."""
+
+
+@contextlib.contextmanager
+def crashing(obj: object, name: str) -> Iterator[None]:
+    """Inside the block `obj.<name>` dies (CrashError, which the block must raise), as a
+    worker killed at that call; put back after."""
+    kept = getattr(obj, name)
+
+    async def dies(*args: Any, **kwargs: Any) -> Any:
+        raise CrashError(name)
+
+    setattr(obj, name, dies)
+    try:
+        with pytest.raises(CrashError):
+            yield
+    finally:
+        setattr(obj, name, kept)
 
 
 def moment(task_id: str, channel: Channel, rule: str, at: dt.datetime, lasts: float) -> ServiceTask:
@@ -97,16 +116,9 @@ async def merged_then_dead(
 ) -> tuple[Clock, DispatchStores, TaskSink, CollectingProducer]:
     """`merged`, published together at 11:31 by a worker that died before its confirm."""
     clock, stores, sink, producer = await merged(sms_lasts, call_lasts)
-    confirm = stores.ledger.confirm
-
-    async def dies(*args: Any, **kwargs: Any) -> Any:
-        raise CrashError("ledger.confirm")
-
-    stores.ledger.confirm = dies  # type: ignore[method-assign]
     clock.now = START.timestamp() + 31 * 60
-    with pytest.raises(CrashError):
+    with crashing(stores.ledger, "confirm"):
         await sink.release_due()
-    stores.ledger.confirm = confirm  # type: ignore[method-assign]
     assert published(producer) == [(CALL, [SMS])]
     assert await stores.ledger.state(CALL) == "pending"
     return clock, stores, sink, producer
@@ -215,16 +227,9 @@ async def test_a_second_re_drive_keeps_the_group_sealed_after_its_carrier_lapsed
     there before this claim, says when it went pending is not when it may have gone
     out)."""
     clock, stores, sink, producer = await merged_then_dead(sms_lasts=72, call_lasts=CALL_LAPSES)
-    group_many = stores.ledger.group_many
-
-    async def dies(*args: Any, **kwargs: Any) -> Any:
-        raise CrashError("ledger.group_many")
-
-    stores.ledger.group_many = dies  # type: ignore[method-assign]
     clock.now = START.timestamp() + 40 * 60
-    with pytest.raises(CrashError):
+    with crashing(stores.ledger, "group_many"):
         await sink.redrive(GRACE_S)
-    stores.ledger.group_many = group_many  # type: ignore[method-assign]
     assert await stores.ledger.redriven([CALL]) == {CALL}
     clock.now += 120
     assert await sink.redrive(GRACE_S) == 1
@@ -246,16 +251,9 @@ async def test_a_second_re_drive_of_a_group_released_after_its_carrier_lapsed() 
     clock, stores, sink, producer = await merged(sms_lasts=72, call_lasts=CALL_LAPSES)
     clock.now = START.timestamp() + 40 * 60
     assert len(await stores.deferral.release(clock.now, 10)) == 1  # then the crash
-    group_many = stores.ledger.group_many
-
-    async def dies(*args: Any, **kwargs: Any) -> Any:
-        raise CrashError("ledger.group_many")
-
-    stores.ledger.group_many = dies  # type: ignore[method-assign]
     clock.now += GRACE_S + 10
-    with pytest.raises(CrashError):
+    with crashing(stores.ledger, "group_many"):
         await sink.redrive(GRACE_S)
-    stores.ledger.group_many = group_many  # type: ignore[method-assign]
     assert await stores.ledger.redriven([CALL]) == {CALL}
     clock.now += GRACE_S + 10
     assert await sink.redrive(GRACE_S) == 1
