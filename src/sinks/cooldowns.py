@@ -76,7 +76,10 @@ class KafkaCooldownReturns(_OfCooledRules):
             for future in futures:
                 await future
 
-        await with_retry(produce, Dependency.KAFKA, self.metrics, "returning cooldowns")
+        # A refusal is logged by every caller (`OwedReturns.send`, `TimerSteps`): once.
+        await with_retry(
+            produce, Dependency.KAFKA, self.metrics, "returning cooldowns", log_refusal=False
+        )
 
 
 class CollectedCooldownReturns(_OfCooledRules):

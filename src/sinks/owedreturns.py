@@ -10,8 +10,10 @@ from collections.abc import Sequence
 from moments.cooldowns import CooldownReturn
 from sinks.cooldowns import CooldownReturns
 from sinks.ledger import state_of
+from sinks.metrics import TimerStep
 from sinks.retry import Retrying
 from sinks.routes import Writes
+from sinks.steps import log_owed_refusal
 from sinks.stores import Ledger
 
 log = logging.getLogger("sinks.dispatch")
@@ -51,15 +53,7 @@ class OwedReturns:
         try:
             return await self.send_owed(owed)
         except KafkaError as exc:
-            log.error(
-                "%d cooldown return(s) of dropped tasks refused by Kafka (%s: %s); they stay "
-                "owed in Redis and the re-drive timer sends them once the topic takes them "
-                '(moments_timer_errors_total{step="cooldown_returns"} counts its tries); the '
-                "worker goes on",
-                len(owed),
-                type(exc).__name__,
-                exc,
-            )
+            log_owed_refusal("cooldown return(s)", len(owed), exc, TimerStep.COOLDOWN_RETURNS)
             return 0
 
     async def send_owed(self, owed: Sequence[CooldownReturn]) -> int:

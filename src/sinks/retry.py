@@ -314,10 +314,14 @@ async def with_retry(
     what: str,
     first_delay: float = 0.1,
     max_delay: float = 5.0,
+    log_refusal: bool = True,
 ) -> T:
     """Await `call()` until it succeeds; back off between failures of a dependency away
     or busy (`retried`; forever: the caller decides when to give up by cancelling). Any
-    other error is raised at once, noted with what fixes it (`not_retried_note`)."""
+    other error is raised at once, noted with what fixes it (`not_retried_note`).
+    `log_refusal=False`: the caller logs a Kafka refusal itself, the note included (what
+    it publishes is owed: `sinks.steps.log_owed_refusal`, `TimerSteps`); logged here too,
+    each refusal made two ERROR lines, and a batch's one an unthrottled line per batch."""
     refused = _refused_login()
     delay = first_delay
     attempt = 0
@@ -328,7 +332,7 @@ async def with_retry(
             value = await call()
         except Exception as exc:
             if not retried(exc):
-                _say_not_retried(exc, dependency, what)
+                _say_not_retried(exc, dependency, what, log_refusal)
                 raise
             login = isinstance(exc, refused)
             attempt += 1
@@ -360,17 +364,19 @@ async def with_retry(
         return value
 
 
-def _say_not_retried(exc: Exception, dependency: Dependency, what: str) -> None:
+def _say_not_retried(
+    exc: Exception, dependency: Dependency, what: str, log_refusal: bool = True
+) -> None:
     """A note on `exc` (in its traceback, wherever it is logged) saying why it was not
     retried and what fixes it; a Kafka refusal is logged here too, with that note, as
-    nothing else says it is not an outage."""
+    nothing else says it is not an outage (unless `log_refusal` is False: its caller does)."""
     from aiokafka.errors import KafkaError
 
     note = not_retried_note(exc, dependency, what)
     if note is None or note in getattr(exc, "__notes__", ()):  # an outer retry's too
         return
     exc.add_note(note)
-    if isinstance(exc, KafkaError):
+    if log_refusal and isinstance(exc, KafkaError):
         log.error(  # aiokafka's errors say their class: "RecordTooLargeError: ..."
             "%s refused while %s: %s (%s)",
             dependency.value,

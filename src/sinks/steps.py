@@ -27,9 +27,15 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter
 
+from moments.logthrottle import RepeatThrottle
 from sinks.metrics import TimerStep
 
 log = logging.getLogger(__name__)
+refusals_log = logging.getLogger("sinks.refusals")
+REFUSALS_THROTTLE = RepeatThrottle(by_first_arg=True)
+"""Each kind of refusal (`log_owed_refusal`'s `what`) once per 30 s, with a count of the
+lines held back: a side topic refused under load refuses every batch's notices."""
+refusals_log.addFilter(REFUSALS_THROTTLE)
 
 FIRST_DELAY_S = 10.0
 """The first wait of an owed step after it failed: about one tick of the timer."""
@@ -48,6 +54,25 @@ class Step:
     owed: bool = False
     """Its work stays owed in Redis until it is done: an error is counted, logged and
     tried again at a later tick, after a back-off, and not raised."""
+
+
+def log_owed_refusal(what: str, count: int, exc: Exception, step: TimerStep) -> None:
+    """The one line of a publish Kafka refused outside the timer (a batch's or a decision's
+    withdrawals or cooldown returns), whose `count` records were left owed in Redis for the
+    timer's `step`: with the fix `sinks.retry` noted (it logs none for these calls:
+    `log_refusal=False`), throttled per `what` (`REFUSALS_THROTTLE`)."""
+    notes = "; ".join(n.removeprefix("moments: ") for n in getattr(exc, "__notes__", ()))
+    refusals_log.error(
+        "%s refused by Kafka (%d this time; %s: %s%s); owed in Redis, the re-drive timer "
+        'sends them once the topic takes them (moments_timer_errors_total{step="%s"} counts '
+        "its tries); the worker goes on",
+        what,
+        count,
+        type(exc).__name__,
+        exc,
+        f"; {notes}" if notes else "",
+        step.value,
+    )
 
 
 class TimerSteps:

@@ -41,9 +41,10 @@ from moments.enums import Channel, WithdrawReason
 from moments.models import InputEvent, ProfileEvent, ServiceTask, TaskWithdrawal, channel_key
 from sinks.base import Headers, Message, Producer, produce_all
 from sinks.ledger import state_of
-from sinks.metrics import Dependency, Metrics, NewerRead
+from sinks.metrics import Dependency, Metrics, NewerRead, TimerStep
 from sinks.payloads import by_newer_version
 from sinks.retry import Retrying, with_retry
+from sinks.steps import log_owed_refusal
 from sinks.stores import Clock, Ledger
 
 log = logging.getLogger(__name__)
@@ -371,14 +372,8 @@ class Withdrawals:
         try:
             await self._publish_dropped([(w.task_id, w) for w in made])
         except KafkaError as exc:  # a refusal: `with_retry` waited out an outage
-            log.error(
-                "%d withdrawal(s) of dropped tasks refused by Kafka (%s: %s); they stay owed "
-                "in Redis and the re-drive timer publishes them once the topic takes them "
-                '(moments_timer_errors_total{step="withdrawals"} counts its tries); the '
-                "worker goes on",
-                len(made),
-                type(exc).__name__,
-                exc,
+            log_owed_refusal(
+                "withdrawal(s) of dropped tasks", len(made), exc, TimerStep.WITHDRAWALS
             )
 
     async def resend_owed(self, older_than: float) -> int:
@@ -479,15 +474,7 @@ class Withdrawals:
             await self._redis(
                 lambda: self.ledger.owe_withdrawals(items), "noting withdrawals refused"
             )
-            log.error(
-                "%d withdrawal(s) refused by Kafka (%s: %s); owed in Redis, the re-drive "
-                "timer publishes them once the topic takes them (moments_timer_errors_total"
-                '{step="withdrawals"} counts its tries); the worker goes on (first: %r)',
-                len(made),
-                type(exc).__name__,
-                exc,
-                made[0].task_id,
-            )
+            log_owed_refusal("withdrawal(s)", len(made), exc, TimerStep.WITHDRAWALS)
 
     async def _publish(self, made: Sequence[TaskWithdrawal]) -> None:
         """Produce `made` and await them; counted."""
@@ -503,6 +490,7 @@ class Withdrawals:
             Dependency.KAFKA,
             self.metrics,
             "publishing task withdrawals",
+            log_refusal=False,  # every caller logs it: `log_owed_refusal`, `TimerSteps`
         )
         for w in made:
             self.metrics.withdrawn.labels(w.moment_type, str(w.reason)).inc()

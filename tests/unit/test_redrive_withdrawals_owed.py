@@ -21,6 +21,7 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError, TopicAuthorizationFailedError
 
 import sinks.retry
+import sinks.steps
 from moments.backtest import CollectingProducer
 from moments.enums import WithdrawReason
 from moments.models import Channel, ProfileEvent
@@ -347,3 +348,34 @@ async def test_a_batchs_refused_withdrawal_is_owed_and_the_timer_publishes_it() 
     clock.now += GRACE_S + 1
     await sink.redrive(GRACE_S)
     assert notices(producer) == [(TASK, "opt_out")]
+
+
+async def test_a_refusal_at_every_decision_is_one_error_line_in_30_s(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The withdrawals topic refuses (an ACL) the notices of three decisions in a row: one
+    ERROR line says so, with the fix, and the next one 30 s on says how many it held back;
+    each is owed all the same. Before, each refusal made two lines (`with_retry`'s and the
+    owing code's), none throttled: under load, an ERROR pair per batch."""
+    throttle = Clock(1e12)  # past any line an earlier test let through
+    monkeypatch.setattr(sinks.steps.REFUSALS_THROTTLE, "clock", throttle)
+    clock, stores, sink, producer = setup(hours=False)
+    producer.refusing = True
+
+    async def voided(n: int) -> None:
+        task = call().model_copy(update={"task_id": f"{n:032x}"})
+        await sink.withdrawals.withdraw_voided([(task, WithdrawReason.OPT_OUT, clock.now)])
+
+    with caplog.at_level(logging.ERROR):
+        for n in range(3):
+            await voided(n)
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1, errors
+        assert "withdrawal(s) refused by Kafka" in errors[0]
+        assert "grant it Write" in errors[0]
+        throttle.now += 31
+        await voided(3)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 2, errors
+    assert "[2 more like this in the last 31 s]" in errors[1]
+    assert len(await stores.ledger.owed_withdrawals(-1.0)) == 4
