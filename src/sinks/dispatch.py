@@ -378,8 +378,8 @@ class TaskSink:
         (a crash), the cooldown returns and withdrawals owed, and expire the unanswered
         tasks; returns how many were re-driven. Each step runs whatever an earlier one
         raised, each error is counted, and what the steps not owed raised is raised after
-        the last; the cooldown returns and withdrawals owed stay in Redis, and their step
-        is tried again at a later tick (`sinks.steps.TimerSteps`)."""
+        the last; the cooldown returns and withdrawals owed and the expired tasks stay in
+        Redis, and their step is tried again at a later tick (`sinks.steps.TimerSteps`)."""
         redriven = 0
 
         async def stale() -> None:
@@ -402,7 +402,13 @@ class TaskSink:
                     lambda: self.withdrawals.resend_owed(older_than),
                     owed=True,
                 ),
-                Step(TimerStep.EXPIRY, "expiring unanswered tasks", self.expiry.expire_unanswered),
+                Step(
+                    TimerStep.EXPIRY,
+                    "expiring unanswered tasks",
+                    self.expiry.expire_unanswered,
+                    owed=True,
+                    kept="the expired tasks stay in the unanswered index",
+                ),
             ]
         )
         return redriven

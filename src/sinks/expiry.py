@@ -46,7 +46,10 @@ class UnansweredExpiry:
         """Count and forget the published tasks that expired with no outcome, the outcome
         grace (`outcomes.outcome_grace`) past (`moments_tasks_unanswered_expired_total`),
         and set `moments_tasks_unanswered` by channel; returns how many expired. A
-        consumer that stopped acting on a channel shows here first."""
+        consumer that stopped acting on a channel shows here first. Each call's tasks are
+        counted as it takes them out of the index: counted after the last, those of the
+        calls before one that failed were gone from the index and never counted (the
+        timer tries a failed step again later: `sinks.steps`)."""
         now = self.clock() if now is None else now
         before = now - self.policy.outcomes.outcome_grace.total_seconds()
         gone: list[tuple[Unanswered, bytes | None]] = []
@@ -59,12 +62,12 @@ class UnansweredExpiry:
                 "expiring unanswered tasks",
             )
             gone += batch
+            for u, entry in batch:
+                moment_type = sent_meta_fields(entry).get("moment_type") or "unknown"
+                self.metrics.unanswered_expired.labels(u.channel, str(moment_type)).inc()
             taken = Counter(u.channel for u, _ in batch)
             if not taken or max(taken.values()) < EXPIRE_BATCH:
                 break
-        for u, entry in gone:
-            moment_type = sent_meta_fields(entry).get("moment_type") or "unknown"
-            self.metrics.unanswered_expired.labels(u.channel, str(moment_type)).inc()
         if gone:
             by_channel = sorted(Counter(u.channel for u, _ in gone).items())
             log.info(

@@ -7,15 +7,16 @@ tick: a withdrawals topic refused for good left every unanswered task unexpired 
 uncounted. Every such error is counted in `moments_timer_errors_total{step}`.
 
 What comes of it depends on whether the step's work is owed in Redis (`Step.owed`): the
-cooldown returns and the withdrawals owed stay in the ledger until they are published, so
-their step failing loses nothing, and the worker goes on detecting and publishing tasks
-while the step is tried again at later ticks, after a back-off (10 s doubling to 5 min),
-logged each time. It used to be raised like the others, out of the timer, which stopped
-the worker, at its start too (the timer runs once there): a side topic refused stopped
-detection. The other steps publish tasks or hold them (releasing the deferral queue,
-re-driving pending publishes, expiring unanswered tasks): their errors are still raised,
-once every step has run, and still stop the worker (docs/operations.md, "The worker stops:
-not an outage"), as a tasks topic refused in a batch does.
+cooldown returns and the withdrawals owed stay in the ledger until they are published, and
+the expired tasks in the unanswered index until the expiry takes them, so their step
+failing loses nothing, and the worker goes on detecting and publishing tasks while the
+step is tried again at later ticks, after a back-off (10 s doubling to 5 min), logged each
+time. It used to be raised like the others, out of the timer, which stopped the worker, at
+its start too (the timer runs once there): a side topic refused stopped detection. The
+other steps publish tasks or hold them (releasing the deferral queue, re-driving pending
+publishes): their errors are still raised, once every step has run, and still stop the
+worker (docs/operations.md, "The worker stops: not an outage"), as a tasks topic refused
+in a batch does.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class Step:
     owed: bool = False
     """Its work stays owed in Redis until it is done: an error is counted, logged and
     tried again at a later tick, after a back-off, and not raised."""
+    kept: str = "what it sends stays owed in Redis"
+    """Where an owed step's work waits meanwhile, for its log line."""
 
 
 def log_owed_refusal(what: str, count: int, exc: Exception, step: TimerStep) -> None:
@@ -138,9 +141,8 @@ class TimerSteps:
         notes = "; ".join(getattr(exc, "__notes__", ()))
         log.error(
             "the %s failed while %s (%d time(s) in a row; moments_timer_errors_total"
-            '{step="%s"}): %s: %s%s; what it sends stays owed in Redis, nothing is lost; the '
-            "worker goes on detecting and publishing tasks, and tries this step again in "
-            "%.0f s",
+            '{step="%s"}): %s: %s%s; %s, nothing is lost; the worker goes on detecting and '
+            "publishing tasks, and tries this step again in %.0f s",
             self.timer,
             step.what,
             count,
@@ -148,6 +150,7 @@ class TimerSteps:
             type(exc).__name__,
             exc,
             f" ({notes})" if notes else "",
+            step.kept,
             delay,
             exc_info=exc if count == 1 else None,  # the traceback once, not every tick
         )

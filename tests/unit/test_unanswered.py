@@ -7,15 +7,20 @@ tests/integration/dispatch/test_unanswered.py."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 import orjson
+import pytest
+from redis.exceptions import ResponseError
 
+import sinks.expiry
 from moments.backtest import CollectingProducer, EventTime
 from moments.models import Channel, Family, Moment, OutcomeStatus, ServiceTask, TaskOutcome
 from moments.outcomes import handle_outcomes
 from moments.records import RawRecord
 from rules.gating import FrequencyCap
 from sinks.dispatch import TaskSink
+from sinks.ledger import Unanswered
 from sinks.memory import memory_stores
 from sinks.metrics import Metrics
 from sinks.policy import DispatchPolicy, MergePolicy
@@ -234,4 +239,67 @@ async def test_a_backlog_of_expired_tasks_is_counted_in_one_tick() -> None:
     s.clock.advance(START.timestamp() + 3 * HOUR)  # expired, and the hour's grace past
     assert await s.sink.expiry.expire_unanswered() == 1300
     assert s.expired("sms", "low_balance") == 1300
+    assert s.gauge("sms") == 0
+
+
+def refusing_after(monkeypatch: pytest.MonkeyPatch, s: Scenario, calls: int) -> list[int]:
+    """Make the ledger's `expire_unanswered` refuse (a Redis error no wait cures) after
+    `calls` calls that go through; returns the count of calls made, as it grows."""
+    ledger = s.sink.expiry.ledger
+    real = ledger.expire_unanswered
+    made = [0]
+
+    async def expire(before: float, limit: int = 500) -> list[tuple[Unanswered, bytes | None]]:
+        made[0] += 1
+        if made[0] > calls:
+            raise ResponseError("ERR Error running script: refused")
+        return await real(before, limit)
+
+    monkeypatch.setattr(ledger, "expire_unanswered", expire)
+    return made
+
+
+async def test_the_tasks_taken_before_a_failing_call_are_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Three expired SMS taken one a call; the second call fails: the first one's task,
+    out of the index, is counted (it was counted only after the last call: never). The
+    next try takes and counts the other two."""
+    monkeypatch.setattr(sinks.expiry, "EXPIRE_BATCH", 1)
+    s = Scenario()
+    await s.sink.dispatch([task(f"{n:032x}", Channel.SMS, "low_balance", 1) for n in (1, 2, 3)])
+    s.clock.advance(START.timestamp() + 3 * HOUR)
+    refusing_after(monkeypatch, s, 1)
+    with pytest.raises(ResponseError):
+        await s.sink.expiry.expire_unanswered()
+    assert s.expired("sms", "low_balance") == 1
+    monkeypatch.undo()
+    assert await s.sink.expiry.expire_unanswered() == 2
+    assert s.expired("sms", "low_balance") == 3
+
+
+async def test_a_failing_expiry_step_is_counted_and_tried_again_without_stopping_the_worker(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The expiry step only reads and writes Redis, and a task it does not take stays in
+    the unanswered index: its error (a Redis refusal, a bug) is counted, logged and tried
+    again after the step's back-off, and the timer raises nothing. Raised, it stopped the
+    worker, at every start (the timer runs there), for a count and a gauge."""
+    s = Scenario()
+    await s.sink.dispatch([task(SMS_1, Channel.SMS, "low_balance", expires_h=1)])
+    s.clock.advance(START.timestamp() + 3 * HOUR)
+    made = refusing_after(monkeypatch, s, 0)
+    with caplog.at_level(logging.ERROR, logger="sinks.steps"):
+        await s.sink.redrive(30)
+    errors = s.metrics.registry.get_sample_value("moments_timer_errors_total", {"step": "expiry"})
+    assert errors == 1
+    said = " ".join(r.getMessage() for r in caplog.records if r.name == "sinks.steps")
+    assert "while expiring unanswered tasks" in said
+    assert "stay in the unanswered index" in said
+    await s.sink.redrive(30)  # within the back-off: not tried
+    assert made == [1]
+    monkeypatch.undo()
+    s.clock.advance(START.timestamp() + 3 * HOUR + 11)
+    await s.sink.redrive(30)
+    assert s.expired("sms", "low_balance") == 1
     assert s.gauge("sms") == 0
