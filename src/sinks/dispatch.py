@@ -395,12 +395,14 @@ class TaskSink:
                     "sending cooldown returns owed",
                     lambda: self._owed.resend(older_than),
                     owed=True,
+                    lease=older_than,
                 ),
                 Step(
                     TimerStep.WITHDRAWALS,
                     "publishing withdrawals owed",
                     lambda: self.withdrawals.resend_owed(older_than),
                     owed=True,
+                    lease=older_than,
                 ),
                 Step(
                     TimerStep.EXPIRY,

@@ -10,9 +10,11 @@ What comes of it depends on whether the step's work is owed in Redis (`Step.owed
 cooldown returns and the withdrawals owed stay in the ledger until they are published, and
 the expired tasks in the unanswered index until the expiry takes them, so their step
 failing loses nothing, and the worker goes on detecting and publishing tasks while the
-step is tried again at later ticks, after a back-off (10 s doubling to 5 min), logged each
-time. It used to be raised like the others, out of the timer, which stopped the worker, at
-its start too (the timer runs once there): a side topic refused stopped detection. The
+step is tried again at later ticks, after a back-off (10 s doubling to 5 min, or the
+step's `lease` when longer: the owed records a try read are not read again before),
+logged each time. It used to be raised like the others, out of the timer, which stopped
+the worker, at its start too (the timer runs once there): a side topic refused stopped
+detection. The
 other steps publish tasks or hold them (releasing the deferral queue, re-driving pending
 publishes): their errors are still raised, once every step has run, and still stop the
 worker (docs/operations.md, "The worker stops: not an outage"), as a tasks topic refused
@@ -57,6 +59,11 @@ class Step:
     tried again at a later tick, after a back-off, and not raised."""
     kept: str = "what it sends stays owed in Redis"
     """Where an owed step's work waits meanwhile, for its log line."""
+    lease: float = 0.0
+    """How long what a try read is not read again (the ledger's `owed_withdrawals` and
+    `owed_returns` move an owed record's time to now as they read it): an owed step is not
+    tried again sooner, whatever its back-off. Tried within the lease, the step read nothing,
+    seemed to go through (logged so) and began its back-off again at each failure."""
 
 
 def log_owed_refusal(what: str, count: int, exc: Exception, step: TimerStep) -> None:
@@ -137,7 +144,8 @@ class TimerSteps:
         count, delay, _ = self._failed.get(step.step, (0, 0.0, 0.0))
         delay = self.first_delay if not count else min(self.max_delay, delay * 2)
         count += 1
-        self._failed[step.step] = (count, delay, self.clock() + delay)
+        wait = max(delay, step.lease)
+        self._failed[step.step] = (count, delay, self.clock() + wait)
         notes = "; ".join(getattr(exc, "__notes__", ()))
         log.error(
             "the %s failed while %s (%d time(s) in a row; moments_timer_errors_total"
@@ -151,7 +159,7 @@ class TimerSteps:
             exc,
             f" ({notes})" if notes else "",
             step.kept,
-            delay,
+            wait,
             exc_info=exc if count == 1 else None,  # the traceback once, not every tick
         )
 

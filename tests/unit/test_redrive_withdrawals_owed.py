@@ -379,3 +379,26 @@ async def test_a_refusal_at_every_decision_is_one_error_line_in_30_s(
     assert len(errors) == 2, errors
     assert "[2 more like this in the last 31 s]" in errors[1]
     assert len(await stores.ledger.owed_withdrawals(-1.0)) == 4
+
+
+async def test_a_refused_step_is_tried_again_once_what_it_read_is_due_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An owed notice read is not read again for the grace period (the ledger moves its
+    time to now): the step is not tried again before, whatever its back-off (10 s), and
+    its failures go on in a row. Tried at 10 s, it read nothing and said it went through
+    again, then failed afresh (`1 time(s) in a row`, its traceback again) at each read."""
+    clock, _, sink, producer = await owed_and_unanswered()
+    producer.refusing = True
+    with caplog.at_level(logging.WARNING, logger="sinks.steps"):
+        await sink.redrive(GRACE_S)
+        clock.now += 11  # past the 10 s back-off, within the notice's lease
+        await sink.redrive(GRACE_S)
+        clock.now += GRACE_S
+        await sink.redrive(GRACE_S)
+    said = [r.getMessage() for r in caplog.records if r.name == "sinks.steps"]
+    assert not [line for line in said if "went through" in line], said
+    assert timer_errors(sink, "withdrawals") == 2
+    assert "(2 time(s) in a row" in said[-1]
+    assert f"tries this step again in {GRACE_S:.0f} s" in said[-1]
+    assert notices(producer) == []
