@@ -826,7 +826,11 @@ class Backtest:
         state = self.state
         records = state.due(self.detector, mark) if isinstance(state, BacktestState) else None
         swept = sweep(
-            self.detector, state.items([0]) if records is None else records, lambda _p: mark, None
+            self.detector,
+            state.items([0]) if records is None else records,
+            lambda _p: mark,
+            None,
+            state.reread,
         )
         self.result.spent["sweep"] += time.perf_counter() - started
         await self._dispatch(swept)

@@ -147,6 +147,12 @@ class BacktestState:
         for sub, state in list(self.records.items()):
             yield sub, state, 0
 
+    def reread(self, subscriber_id: str) -> SubscriberState | None:
+        """The record itself: no other copy is kept. Written by the detector, never read
+        from bytes, a record here has no damaged field for `mend` to reset: a sweep's
+        failure on one is the rules', and the record is not swept again."""
+        return self.records.get(subscriber_id)
+
     def due(self, detector: Detector, at: int) -> list[tuple[str, SubscriberState, int]]:
         """The records a sweep to `at` can change, in the order `items` gives them; the
         others would come out of it unchanged (but for the CHECKED_DAY marker)."""

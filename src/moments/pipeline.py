@@ -147,13 +147,16 @@ def run_pipeline(
         """Sweep every record to `mark`; the next time a record is due (inf: never)."""
         states = [(sub, out.store.load(sub), 0) for sub in list(out.store.data)]
         live = [(sub, st, p) for sub, st, p in states if st is not None]
-        swept = sweep(detector, live, _constant(mark), now)
+        swept = sweep(detector, live, _constant(mark), now, out.store.reread)
         out.shadow.update(swept.shadow)
         out.suppressed.update(swept.suppressed)
         out.detected.update(swept.detected)
         _collect(out, swept.tasks, seen, swept.rejudged)
         out.store.save(swept.changes)
-        return min((next_sweep(detector, st, mark) for _, st, _ in live), default=math.inf)
+        # A record mended and swept again is the store's copy (`sweep`), not the one loaded.
+        changes = swept.changes
+        after = ((changes[s].state or st) if s in changes else st for s, st, _ in live)
+        return min((next_sweep(detector, st, mark) for st in after), default=math.inf)
 
     def sweep_hours(first: int, last: int, told: Callable[[int], None] | None = None) -> None:
         """The sweeps at the start of each hour from `first` to `last` (hour numbers),

@@ -467,7 +467,7 @@ class Runtime:
                 chunk = list(itertools.islice(records, SWEEP_CHUNK))
                 if chunk:
                     now = dt.datetime.now(dt.UTC)
-                    result = sweep(self.detector, chunk, due.get, now)
+                    result = sweep(self.detector, chunk, due.get, now, store.reread)
                     written = await self._publish(result, store, still_ours, "window sweep")
                     made += len(result.tasks)
                     swept += len(chunk)

@@ -91,6 +91,11 @@ class StateStore(Protocol):
         """Every subscriber held for these partitions, with its state and partition."""
         ...
 
+    def reread(self, subscriber_id: str) -> SubscriberState | None:
+        """The subscriber's record as stored, read anew as `items` reads it (`read_swept`):
+        what the window sweep mends and sweeps again where its copy failed half-changed."""
+        ...
+
     def persisted(self, write: StateWrite, last_offsets: Mapping[int, int]) -> None:
         """The changelog acknowledged `write`'s records, up to these offsets (partition ->
         last offset): apply them to the local copy, then note the offsets."""
@@ -131,6 +136,10 @@ class DictStateStore:
                 size += len(raw)
                 yield sub, read_swept(raw), 0
         self.census[0] = Census(count, size)
+
+    def reread(self, subscriber_id: str) -> SubscriberState | None:
+        raw = self.data.get(subscriber_id)
+        return None if raw is None else read_swept(raw)
 
     def persisted(self, write: StateWrite, last_offsets: Mapping[int, int]) -> None:
         pass  # no changelog: `save` applied the changes
@@ -238,6 +247,15 @@ class FaustTableStore:
                     yield key.decode(), read_swept(raw), partition
         for partition in wanted:
             self.census[partition] = Census(counts[partition], sizes[partition])
+
+    def reread(self, subscriber_id: str) -> SubscriberState | None:
+        """The pending change's bytes first, as `items` reads them; never the cache's copy."""
+        key = subscriber_id.encode()
+        if self._pending and (entry := self._pending.get(key)) is not None:
+            value = entry[3]
+        else:
+            value = self.table.data.get(key)
+        return None if value is None else read_swept(value)
 
     def _with_pending(
         self, partition: int, keys: list[bytes], read: Callable[[bytes], bytes | None]

@@ -318,9 +318,18 @@ def sweep(
     states: Iterable[tuple[str, SubscriberState, int]],
     watermark: Callable[[int], int | None],
     now: dt.datetime | None,
+    stored: Callable[[str], SubscriberState | None] | None = None,
 ) -> BatchResult:
     """Close the windows that ended by each partition's watermark, for subscribers who
-    went silent (an event closes them too, but a silent subscriber sends none)."""
+    went silent (an event closes them too, but a silent subscriber sends none).
+
+    `stored`: the subscriber's record as the store holds it, read anew (`StateStore.reread`).
+    A record whose sweep failed on a damaged field is mended from it and swept again: the
+    copy swept had its day marked closed and looked at (and earlier windows' marks set)
+    before the failure, so swept again it returned at once, and the day's tasks, their
+    cooldowns and its window were lost. None: the records of `states` are the only copies
+    (a list of objects); one that failed is mended and swept again as it was left. The
+    record to write is the one in `BatchResult.changes`."""
     result = BatchResult()
     ctx = EvalContext(now=now)
     if not detector.rules.by_period and not detector.rules.special.rules:
@@ -336,12 +345,12 @@ def sweep(
             changed = special_days(detector, sub, state, at, tz, ctx, result) or closed
         except Exception as exc:  # nor one record the sweep
             unmake(result, made)
-            reset = state.mend()  # a damaged record's fault, not the rules'?
-            if not reset:
+            mended = _mended(sub, state, stored)  # a damaged record's fault, not the rules'?
+            if mended is None:
                 result.failures.append(exc)
                 continue  # its record is not written; the next sweep tries it again
-            state.damaged = ", ".join([state.damaged, *reset] if state.damaged else reset)
-            try:  # closing windows is idempotent: what the failed try did is done again
+            state = mended
+            try:
                 _sweep_one(detector, sub, state, at, ctx, result)
             except Exception as again:
                 unmake(result, made)
@@ -354,6 +363,24 @@ def sweep(
                 state.damaged = ""  # said once: the record is written back sound
             result.changes[sub] = StateChange(state, partition)
     return result
+
+
+def _mended(
+    sub: str,
+    swept: SubscriberState,
+    stored: Callable[[str], SubscriberState | None] | None,
+) -> SubscriberState | None:
+    """The record whose sweep failed, as stored (or `swept` itself, with no store), with
+    the fields `mend` reset and said in `damaged`; None when none was reset (the fault is
+    the rules': the record is left as it is stored) or the store holds none any more."""
+    state = swept if stored is None else stored(sub)
+    if state is None:
+        return None
+    reset = state.mend()
+    if not reset:
+        return None
+    state.damaged = ", ".join([state.damaged, *reset] if state.damaged else reset)
+    return state
 
 
 def _sweep_one(

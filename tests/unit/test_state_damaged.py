@@ -42,7 +42,7 @@ from rules.rule import state_tag
 from sinks.metrics import Metrics
 
 from .catalogs import default_rules
-from .rules.helpers import NO_ACTIVITY, NO_GATES, SUB, WELCOME, at, ev, rules_from
+from .rules.helpers import BIRTHDAY, NO_ACTIVITY, NO_GATES, SUB, WELCOME, at, ev, rules_from, run
 
 ARRIVAL_DAY = "2026-11-02"
 
@@ -413,7 +413,7 @@ class TestSweep:
     def swept(self, store: DictStateStore) -> Any:
         found = Detector(default_rules(), {t.value: t for t in EventType})
         later = int(dt.datetime(2026, 12, 1, tzinfo=dt.UTC).timestamp())
-        return sweep(found, store.items([0]), lambda _p: later, None)
+        return sweep(found, store.items([0]), lambda _p: later, None, store.reread)
 
     def test_a_record_that_cannot_be_read_is_written_back_afresh(self) -> None:
         store = store_after_japan()
@@ -629,3 +629,65 @@ class TestPairsStayConsistent:
         )
         assert state.mend() == ["seen"]
         assert state.seen == {"p": 1_790_000_300, "u": 1_790_000_400}
+
+
+class TestSweptAgainAsStored:
+    """A record whose sweep failed on a damaged field is mended and swept again from the
+    record as stored. Swept again as the failure left it, its day was marked closed and
+    looked at already: the closes and the look returned at once, and the day's task, its
+    cooldown and the day's window were lost (the record said damaged all the same)."""
+
+    BIRTHDAY_KEPT = NO_GATES + (
+        "rules:"
+        + BIRTHDAY.replace('description: "Happy birthday!"', 'description: "Hi", cooldown: 300d')
+    )
+
+    def test_a_silence_swept_after_its_mark_was_damaged_makes_its_task_and_closes_the_day(
+        self,
+    ) -> None:
+        """The mark's time damaged, the next day's sweep (01:00) judges the silence again."""
+        silence = TestPairsStayConsistent()
+        found, store, first = silence.silent_store()
+        damage(store, x={silence.TAG: "yesterday"})
+        mark = int(dt.datetime.fromisoformat(at("2026-11-10", "01:00")).timestamp())
+        result = sweep(found, store.items([0]), lambda _p: mark, None, store.reread)
+        assert not result.failures
+        assert [t.task_id for t in result.tasks] == [first]  # made again, the same moment
+        assert result.damaged == {SUB: "fired, fired_by"}
+        store.save(result.changes)
+        again = SubscriberState.from_bytes(store.data[SUB])
+        assert again.faults() == []
+        close = int(dt.datetime.fromisoformat(at("2026-11-10", "00:00")).timestamp())
+        assert again.fired.get(silence.TAG) == close  # the cooldown set again
+        assert again.fired_by[silence.TAG] == mark_id(first)
+        assert again.closed["day"] == dt.date(2026, 11, 10).toordinal()  # the window advanced
+
+    def test_a_greeting_whose_mark_was_damaged_is_made_at_the_days_look(self) -> None:
+        """Through the pipeline's sweeps: the birthday rule's mark damaged, its look on the
+        day fails on it (the day already marked looked at) and makes the greeting swept
+        again from the stored record."""
+        rules = rules_from(self.BIRTHDAY_KEPT)
+        profile = ev(EventType.PROFILE, at("2026-11-01"), birthday="11-10")
+        first = run(rules, [profile], until=at("2026-11-02", "10:00"))
+        assert first.tasks == []
+        doc = orjson.loads(unpack(first.store.data[SUB]))
+        doc["x"] = {state_tag("birthday_greeting"): "yesterday"}
+        first.store.data[SUB] = pack(orjson.dumps(doc))
+        out = run(rules, [], until=at("2026-11-10", "10:00"), result=first)
+        assert [t.moment.type for t in out.tasks] == ["birthday"]
+        held = SubscriberState.from_bytes(out.store.data[SUB])
+        assert held.special_day == dt.date(2026, 11, 10).toordinal()
+        assert isinstance(held.fired[state_tag("birthday_greeting")], int)
+
+    def test_a_pipeline_sweep_goes_on_with_the_record_mended_from_the_store(self) -> None:
+        """The pipeline asks each record swept when it is next due: a record mended from
+        the store is the one written, the copy it loaded (still damaged) is not read."""
+        rules = rules_from(self.BIRTHDAY_KEPT)
+        profile = ev(EventType.PROFILE, at("2026-11-01"), birthday="11-10")
+        first = run(rules, [profile], until=at("2026-11-02", "10:00"))
+        doc = orjson.loads(unpack(first.store.data[SUB]))
+        doc["c"] = "daily"
+        first.store.data[SUB] = pack(orjson.dumps(doc))
+        out = run(rules, [], until=at("2026-11-10", "10:00"), result=first)
+        assert [t.moment.type for t in out.tasks] == ["birthday"]
+        assert SubscriberState.from_bytes(out.store.data[SUB]).faults() == []

@@ -100,6 +100,21 @@ class TestStore:
             ("13000000002", 9, 1),
         }
 
+    def test_reread_reads_what_items_reads_never_a_copy_handed_out(self) -> None:
+        """The window sweep mends a record that failed half-way from `reread`: the pending
+        change over the table's bytes, as `items` reads them; a new object, never the
+        cache's copy a sweep or batch may hold changed."""
+        store, _ = _store([])
+        held = store.load(SUB)
+        assert held is not None
+        held.watermark = 7  # changed in place, not saved
+        assert store.reread(SUB) == OLD
+        store.save({SUB: StateChange(NEW, 2)})
+        again = store.reread(SUB)
+        assert again == NEW
+        assert again is not NEW
+        assert store.reread("13000000002") is None
+
     def test_persisted_writes_the_table_then_the_offsets(self) -> None:
         order: list[str] = []
         store, table = _store(order)
