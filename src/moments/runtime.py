@@ -101,7 +101,8 @@ def log_failures(failures: Sequence[Exception]) -> None:
 class RuntimeStoppedError(RuntimeError):
     """The runtime was stopped (shutdown) under work still in flight, such as a window
     sweep retrying its changelog write while the broker is gone. That work is redone:
-    its offsets were not committed, and closing windows is idempotent."""
+    its offsets were not committed, and a window is closed at most once a local day (its
+    record holds the day it was checked), so the redo closes what the stop left open."""
 
 
 class Runtime:
@@ -444,8 +445,9 @@ class Runtime:
         In chunks of `SWEEP_CHUNK` subscribers, each under the state lock and published
         before the next: batches run between chunks instead of waiting for the whole
         table (seconds with tens of thousands of subscribers). Each record is read when
-        its chunk runs, so a batch in between is never overwritten; closing a window is
-        idempotent, so a subscriber a batch already brought up to date is left as is.
+        its chunk runs, so a batch in between is never overwritten; a window is closed at
+        most once a local day (the record holds the day it was checked), so a subscriber a
+        batch already brought up to date is left as is.
         When `still_ours()` turns false (a rebalance began, or took partitions away) the
         sweep stops; a chunk in flight then writes no record either (`_publish`), nor is it
         counted: the next owner restored the partitions without it and sweeps them again,
