@@ -766,7 +766,12 @@ class TaskSink:
         either; but not one dropped for an outcome of an earlier attempt (`ANSWERED`, and
         `declined`: a retry's rule declined is its own earlier attempt's, the customer
         reached): the customer was reached after all, or the task failed, and the
-        outcome of a task that went out keeps its cooldown."""
+        outcome of a task that went out keeps its cooldown. Nor one of a task that may
+        have gone out under its id (`Writes.went_out`: re-driven, or parked by a
+        re-drive), whatever the reason (expired after an outage, declined, no room): given
+        back, its rule fired again and the customer it may have reached was contacted a
+        second time, under a new id. A worker that was dropping it when it died owed the
+        return first (`OwedReturns.owe`), which the timer sends once the drop is written."""
         if not m.counted:  # the task of a moment counted at its first task's drop
             self._suppressed(m, reason)
         from_batch = c.fresh and c.deferral_counted
@@ -776,7 +781,8 @@ class TaskSink:
         answered = reason in ANSWERED or (
             reason is SuppressReason.DECLINED and m.retry_of is not None
         )
-        if self.returns is not None and not from_batch and not forgotten and not answered:
+        went_out = c.carrier_id in w.went_out
+        if self.returns is not None and not (from_batch or forgotten or answered or went_out):
             w.returned += CooldownReturn.all_of(m)
 
     async def _read_for(
@@ -907,7 +913,7 @@ class TaskSink:
         is taken in the candidates' order (`CapacityFitting.within`). Each call is idempotent per
         task id, so a retried call (`with_retry`) repeats the ones that got through
         harmlessly, as a retried single step did."""
-        w = Writes(timetable=j.timetable, now=now)
+        w = Writes(timetable=j.timetable, now=now, went_out=frozenset(sealed or ()))
         routes = await self._kept(wave, now, declined, facts, w, j, reached, sealed, moved_on)
         routes = await self._join(routes, now, j.gates)
         window = j.policy.merge.window.total_seconds()

@@ -157,6 +157,10 @@ class Writes:
     channels_moved: dict[str, dict[str, str]] = field(default_factory=dict)
     """The tasks about to go out with a moment on another channel than its payload's, by
     id (`moved_from`): marked before the publish (`Ledger.mark_moved`)."""
+    went_out: frozenset[str] = frozenset()
+    """The candidates (by their entries' ids) that may have gone out under their ids
+    (sealed: re-driven, or parked by a re-drive): their moments dropped keep their
+    rules' cooldowns (`TaskSink._gone`)."""
 
     def park(
         self,

@@ -225,6 +225,41 @@ class TestCooldownReturnsAfterACrash:
         assert await dying.ledger.owed_returns(0) == []
 
 
+class TestCooldownKeptAfterAProduce:
+    """A task that may have gone out (produced, its worker dead before the confirm) and is
+    dropped when decided again keeps its rule's cooldown: given back, the rule fired again
+    and the customer was contacted a second time, under a new id. Before, every such drop
+    but an answered one returned it."""
+
+    async def test_redriven_after_an_outage_past_its_last_send(
+        self, make_worker: MakeWorker
+    ) -> None:
+        w = make_worker()
+        await published_then_died(make_worker, "k1")
+        fresh = make_worker()
+        returns = CollectedCooldownReturns(lambda: {RULE})
+        fresh.sink.returns = returns
+        late = fresh.sink.policy.last_send(task("k1", sub=SUB)) + 60
+        fresh.sink.clock = lambda: late
+        assert await fresh.sink.redrive(older_than=0) == 1
+        assert await w.ledger.state("k1") == "dropped"
+        assert returns.pending == []
+        assert await w.ledger.owed_returns(late) == []
+        assert len(await published(w.settings, 1)) == 1  # not sent again
+
+    async def test_redriven_after_its_rule_was_declined(self, make_worker: MakeWorker) -> None:
+        w = make_worker()
+        await published_then_died(make_worker, "k2")
+        await w.sink.declines.suppress(SUB, RULE, 86400)
+        fresh = make_worker()
+        returns = CollectedCooldownReturns(lambda: {RULE})
+        fresh.sink.returns = returns
+        assert await fresh.sink.redrive(older_than=0) == 1
+        assert await w.ledger.state("k2") == "dropped"
+        assert returns.pending == []
+        assert await w.ledger.owed_returns(time.time()) == []
+
+
 class TestWithdrawnAtTheRedrive:
     async def test_a_task_sent_then_dropped_at_its_redrive_for_an_opt_out_is_withdrawn(
         self, make_worker: MakeWorker

@@ -1,0 +1,123 @@
+"""A task whose worker died after its produce and before its confirm may have reached its
+customer: decided again (re-driven, or released where a re-drive parked it) and dropped
+this time, it keeps its rule's cooldown. Given back, the rule fired again for the next
+event and the customer was contacted a second time, under a new id. On the memory
+stores the backtest uses; tests/integration/dispatch/test_crash_windows.py runs the
+re-drive on Redis."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+
+import orjson
+
+from moments.backtest import CollectingProducer
+from moments.models import Channel, Family, Moment, ServiceTask
+from sinks.cooldowns import CollectedCooldownReturns
+from sinks.dispatch import TaskSink
+from sinks.memory import memory_stores
+from sinks.metrics import Metrics
+from sinks.payloads import task_bytes
+from sinks.policy import DispatchPolicy
+from sinks.stores import DispatchStores
+
+from .fakes import Clock
+
+PRODUCED = dt.datetime(2026, 12, 3, 11, 59, 50, tzinfo=dt.UTC)
+OPENS = dt.datetime(2026, 12, 4, 3, 0, 1, tzinfo=dt.UTC)
+SUB = "13300000003"
+TASK = "d2" * 16  # a task id as the engine makes them: 32 hex digits
+RULE = "m"
+GRACE_S = 60.0
+CALLS: dict[str, object] = {"timezone": "UTC", "hours": {"outbound_call": "03:00-12:00"}}
+"""Calls are worked 03:00-12:00 UTC."""
+
+
+def call(expires_at: dt.datetime = PRODUCED + dt.timedelta(days=3)) -> ServiceTask:
+    return ServiceTask(
+        task_id=TASK,
+        subscriber_id=SUB,
+        moment=Moment(
+            family=Family.FIRST_TIME, type=RULE, rule_id=RULE, rule_version=1, description="d"
+        ),
+        priority=3,
+        channel=Channel.OUTBOUND_CALL,
+        action="act",
+        triggered_at=PRODUCED,
+        created_at=PRODUCED,
+        deliver_after=PRODUCED,
+        expires_at=expires_at,
+        evidence=["e1"],
+    )
+
+
+def published(producer: CollectingProducer) -> list[str]:
+    return [str(orjson.loads(m.payload)["task_id"]) for m in producer.sent]
+
+
+class Published:
+    """The call published at 11:59:50 by a worker that died before its confirm (its entry
+    claimed, pending), with a second worker whose returns are collected."""
+
+    def __init__(
+        self, policy: Mapping[str, object] = CALLS, task: ServiceTask | None = None
+    ) -> None:
+        self.clock = Clock(PRODUCED.timestamp())
+        self.stores: DispatchStores = memory_stores(self.clock)
+        self.producer = CollectingProducer(self.clock)
+        self.returns = CollectedCooldownReturns(lambda: {RULE})
+        self.task = task or call()
+        self.sink = TaskSink(
+            self.producer,
+            "tasks",
+            self.stores,
+            Metrics(),
+            DispatchPolicy.model_validate(policy),
+            clock=self.clock,
+            returns=self.returns,
+        )
+
+    async def claimed(self) -> None:
+        await self.stores.ledger.claim([(TASK, task_bytes(self.task))])
+
+    async def state(self) -> str | None:
+        return await self.stores.ledger.state(TASK)
+
+
+async def test_a_task_redriven_after_it_must_go_keeps_its_cooldown() -> None:
+    """The re-drive comes after an outage, past the task's last send: dropped `expired`,
+    its cooldown kept, as its copy may have reached the customer. Before: returned."""
+    w = Published()
+    await w.claimed()
+    w.clock.now = w.sink.policy.last_send(w.task) + 60
+    assert await w.sink.redrive(GRACE_S) == 1
+    assert await w.state() == "dropped"
+    assert w.returns.pending == []
+    assert await w.stores.ledger.owed_returns(w.clock.now) == []
+
+
+async def test_a_task_redriven_after_its_rule_was_declined_keeps_its_cooldown() -> None:
+    """Another task of the rule declined meanwhile: dropped `declined`, its cooldown kept.
+    Before: returned."""
+    w = Published()
+    await w.claimed()
+    await w.stores.declines.suppress(SUB, RULE, 86400)
+    w.clock.now += GRACE_S + 10
+    assert await w.sink.redrive(GRACE_S) == 1
+    assert await w.state() == "dropped"
+    assert w.returns.pending == []
+
+
+async def test_a_task_that_never_went_pending_before_its_expiry_is_not_the_case() -> None:
+    """The control: a waiting task (never produced) released after it must go is dropped
+    `expired` and gives its cooldown back, as before."""
+    w = Published()
+    parked = w.task.model_copy(update={"deliver_after": OPENS})
+    w.sink.add(parked)
+    await w.sink.flush()
+    assert await w.state() == "deferred"
+    w.clock.now = w.sink.policy.last_send(w.task) + 60
+    await w.sink.release_due()
+    assert await w.state() == "dropped"
+    assert [r.task_id for r in w.returns.take()] == [TASK]
