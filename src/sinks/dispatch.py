@@ -666,7 +666,7 @@ class TaskSink:
                     if sealed_by_redrive(c, went, j.policy):
                         sealed[c.carrier_id] = redriven.get(c.carrier_id) if went is None else went
             elif released:
-                sealed = dict.fromkeys(await self._parked_by_redrive(candidates, j.policy))
+                sealed = dict.fromkeys(await self._parked_by_redrive(candidates))
             # The channels their moments went out on where a decision moved them
             # (`as_it_went`): the payloads hold the ones they were made for.
             moved_on: dict[str, dict[str, str]] = {}
@@ -725,29 +725,26 @@ class TaskSink:
         ]
         await self.decide_taken(taken, now, why, retake=False)
 
-    async def _parked_by_redrive(
-        self, candidates: Sequence[Candidate], policy: DispatchPolicy
-    ) -> set[str]:
+    async def _parked_by_redrive(self, candidates: Sequence[Candidate]) -> set[str]:
         """The tasks among those released that a re-drive parked (`redriven:<id>`): they may
         have gone out under their ids, and go out again as they went or not at all
-        (`sealed_moment`, `as_it_went`, `CapacityFitting.within`). Only the merged
-        ones and those whose rule falls back to another channel are looked at: a task of
-        one moment on its only channel goes as it went or not at all anyway.
+        (`sealed_moment`, `as_it_went`, `CapacityFitting.within`), and dropped keep their
+        cooldowns (`_gone`). Every one is looked at, whatever its rule's fallback under
+        the policy in force: a task of one moment whose fallback a reload removed was
+        released unsealed, dropped `expired` for its channel closed until after it must
+        go (sealed, it goes now, `off_hours`' `went_out`), its cooldown returned. Still
+        one round trip a release, which a task parked by no re-drive answers with nothing.
 
         None for when they first went pending, though the mark holds it: the channels
         they went out on are their `moved:<id>` marks' (`as_it_went` judges no time), and
         fitted to capacity as of then, a pool refusing them then (its day gone, or their
         first decision died before taking a slot) had today's overflow split or move
         them; sent whole (`within`), they go as they went."""
-        groups = [
-            c.carrier_id
-            for c in candidates
-            if not c.fresh and (len(c.tasks) > 1 or falls_back(policy, c.tasks[0]))
-        ]
-        if not groups:
+        ids = [c.carrier_id for c in candidates if not c.fresh]
+        if not ids:
             return set()
         return await self._redis(
-            lambda: self.ledger.redriven(groups), "reading tasks a re-drive parked"
+            lambda: self.ledger.redriven(ids), "reading tasks a re-drive parked"
         )
 
     async def _update_waiting(self) -> None:

@@ -32,6 +32,9 @@ RULE = "m"
 GRACE_S = 60.0
 CALLS: dict[str, object] = {"timezone": "UTC", "hours": {"outbound_call": "03:00-12:00"}}
 """Calls are worked 03:00-12:00 UTC."""
+FALLBACK = {"policy": "fallback", "channel": "sms"}
+FALLS_BACK: dict[str, object] = {**CALLS, "overflow": {RULE: FALLBACK}}
+"""As `CALLS`, the rule falling back to SMS."""
 
 
 def call(expires_at: dt.datetime = PRODUCED + dt.timedelta(days=3)) -> ServiceTask:
@@ -121,3 +124,43 @@ async def test_a_task_that_never_went_pending_before_its_expiry_is_not_the_case(
     await w.sink.release_due()
     assert await w.state() == "dropped"
     assert [r.task_id for r in w.returns.take()] == [TASK]
+
+
+async def parked_by_the_redrive(w: Published) -> None:
+    """A minute after the produce, the centre closed, the re-drive parks the call until
+    03:00 (`redriven:<id>`)."""
+    await w.claimed()
+    w.clock.now += GRACE_S + 10
+    assert await w.sink.redrive(GRACE_S) == 1
+    assert await w.state() == "deferred"
+    assert await w.stores.ledger.redriven([TASK]) == {TASK}
+
+
+async def test_a_task_a_redrive_parked_and_dropped_at_its_release_keeps_its_cooldown() -> None:
+    """Its rule declined while it waited: its release drops it `declined`, its cooldown
+    kept. Before: a task of one moment on its only channel was not looked at
+    (`_parked_by_redrive`), and its cooldown was returned."""
+    w = Published()
+    await parked_by_the_redrive(w)
+    await w.stores.declines.suppress(SUB, RULE, 86400)
+    w.clock.now = OPENS.timestamp()
+    await w.sink.release_due()
+    assert await w.state() == "dropped"
+    assert w.returns.pending == []
+
+
+async def test_a_reload_that_removes_the_fallback_leaves_a_parked_task_sealed() -> None:
+    """Parked by the re-drive under a policy whose rule falls back to SMS; a reload then
+    removes the fallback and opens calls only at 05:00, after the task must go. Its
+    release sends it now as it went (the call), as any task a re-drive parked. Before:
+    the release looked at it only while its rule fell back, and, unsealed, dropped it
+    `expired` with its cooldown returned."""
+    w = Published(FALLS_BACK, call(expires_at=dt.datetime(2026, 12, 4, 4, 30, tzinfo=dt.UTC)))
+    await parked_by_the_redrive(w)
+    later: dict[str, object] = {**CALLS, "hours": {"outbound_call": "05:00-12:00"}}
+    w.sink.use_policy(DispatchPolicy.model_validate(later))
+    w.clock.now = OPENS.timestamp()
+    await w.sink.release_due()
+    assert await w.state() == "sent"
+    assert published(w.producer) == [TASK]
+    assert w.returns.pending == []

@@ -259,6 +259,27 @@ class TestCooldownKeptAfterAProduce:
         assert returns.pending == []
         assert await w.ledger.owed_returns(time.time()) == []
 
+    async def test_parked_by_its_redrive_and_dropped_at_the_release(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """A task of one moment on its only channel, parked by the re-drive: its release,
+        its rule declined meanwhile, drops it. Before: the release did not look at its
+        `redriven:<id>` mark (only a merged task's, or one whose rule falls back), and
+        returned its cooldown."""
+        w = make_worker()
+        await published_then_died(make_worker, "k3")
+        fresh = sms_closed(make_worker)
+        returns = CollectedCooldownReturns(lambda: {RULE})
+        fresh.sink.returns = returns
+        assert await fresh.sink.redrive(older_than=0) == 1
+        assert await w.ledger.state("k3") == "deferred"
+        await w.sink.declines.suppress(SUB, RULE, 86400 * 2)
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+        assert await fresh.sink.release_due(now=later.timestamp()) == 1
+        assert await w.ledger.state("k3") == "dropped"
+        assert returns.pending == []
+        assert await w.ledger.owed_returns(later.timestamp()) == []
+
 
 class TestWithdrawnAtTheRedrive:
     async def test_a_task_sent_then_dropped_at_its_redrive_for_an_opt_out_is_withdrawn(
