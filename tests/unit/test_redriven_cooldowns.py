@@ -23,6 +23,9 @@ from sinks.policy import DispatchPolicy
 from sinks.stores import DispatchStores
 
 from .fakes import Clock
+from .test_redriven_groups import CALL, merged_then_dead
+from .test_redriven_groups import SMS as SMS_MOMENT
+from .test_redriven_groups import SUB as GROUP_SUB
 
 PRODUCED = dt.datetime(2026, 12, 3, 11, 59, 50, tzinfo=dt.UTC)
 OPENS = dt.datetime(2026, 12, 4, 3, 0, 1, tzinfo=dt.UTC)
@@ -164,3 +167,18 @@ async def test_a_reload_that_removes_the_fallback_leaves_a_parked_task_sealed() 
     assert await w.state() == "sent"
     assert published(w.producer) == [TASK]
     assert w.returns.pending == []
+
+
+async def test_a_merged_task_redriven_and_dropped_keeps_every_moments_cooldown() -> None:
+    """A call and the SMS moment merged into it, published together by a worker that died
+    before its confirm; the call's rule declined meanwhile: the re-drive drops the call,
+    and the SMS moment with it (it went out inside the call, `sealed_moment`). Neither
+    rule's cooldown is returned. Before: both were."""
+    clock, stores, sink, _ = await merged_then_dead(sms_lasts=72)
+    returns = CollectedCooldownReturns(lambda: {"a", "b"})
+    sink.returns = returns
+    await stores.declines.suppress(GROUP_SUB, "a", 86400)
+    clock.now += GRACE_S + 10
+    assert await sink.redrive(GRACE_S) == 1
+    assert [await stores.ledger.state(i) for i in (CALL, SMS_MOMENT)] == ["dropped", "dropped"]
+    assert returns.pending == []
