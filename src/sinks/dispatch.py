@@ -368,9 +368,16 @@ class TaskSink:
         """Those of `task_ids` the ledger holds as dropped. The engine makes a task again
         when its events are read again (a crash before their state was written): that
         state never had the cooldown given back, so a task dropped the first time gives
-        it back again."""
+        it back again. Not one a re-drive decided (`redriven:<id>`, kept while the entry
+        lives): it may have gone out (its worker died after the produce, before the
+        confirm and the state), and keeps its cooldown as the re-drive's drop does
+        (`_gone`); a worker that was dropping it owed its return, which the timer sends."""
         values = await self._redis(lambda: self.ledger.get_many(task_ids), "reading task ids")
-        return {i for i, v in zip(task_ids, values, strict=True) if state_of(v) == "dropped"}
+        ids = [i for i, v in zip(task_ids, values, strict=True) if state_of(v) == "dropped"]
+        if not ids:
+            return set()
+        redriven = await self._redis(lambda: self.ledger.redriven(ids), "reading task ids")
+        return set(ids) - redriven
 
     async def redrive(self, older_than: float) -> int:
         """The timer's work, safe on every worker at once: release the deferred tasks whose

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from typing import Any
 
 import orjson
+import pytest
 
 from moments.backtest import CollectingProducer
 from moments.models import Channel, Family, Moment, ServiceTask
@@ -182,3 +184,28 @@ async def test_a_merged_task_redriven_and_dropped_keeps_every_moments_cooldown()
     assert await sink.redrive(GRACE_S) == 1
     assert [await stores.ledger.state(i) for i in (CALL, SMS_MOMENT)] == ["dropped", "dropped"]
     assert returns.pending == []
+
+
+async def test_a_batch_read_again_after_the_redrive_dropped_its_task_keeps_the_cooldown() -> None:
+    """The worker died after the produce, before the confirm and before its batch's state
+    was written; the re-drive, after an outage past the task's last send, drops it
+    `expired`, and the batch read again then finds its task dropped. Before: returned as
+    dropped (`_dropped_before`), its cooldown given back in the state the batch writes."""
+    w = Published({**CALLS, "merge": {"hold_channels": []}})
+    confirm = w.stores.ledger.confirm
+
+    async def dies(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the worker dies here")
+
+    w.stores.ledger.confirm = dies  # type: ignore[method-assign]
+    w.sink.add(w.task)
+    with pytest.raises(RuntimeError):
+        await w.sink.flush()
+    w.stores.ledger.confirm = confirm  # type: ignore[method-assign]
+    assert published(w.producer) == [TASK]
+    w.clock.now = w.sink.policy.last_send(w.task) + 60
+    assert await w.sink.redrive(GRACE_S) == 1
+    assert await w.state() == "dropped"
+    w.sink.add(w.task)  # the batch read again
+    assert await w.sink.flush() == set()
+    assert w.returns.pending == []

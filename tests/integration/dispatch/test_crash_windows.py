@@ -247,6 +247,22 @@ class TestCooldownKeptAfterAProduce:
         assert await w.ledger.owed_returns(late) == []
         assert len(await published(w.settings, 1)) == 1  # not sent again
 
+    async def test_its_batch_read_again_after_the_redrive_gives_nothing_back(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """The crash came before the batch's state was written too: read again after the
+        re-drive dropped the task, the batch finds it dropped. Before: returned as dropped
+        (`_dropped_before`), its cooldown given back in the state the batch writes."""
+        w = make_worker()
+        await published_then_died(make_worker, "k5")
+        fresh = make_worker()
+        late = fresh.sink.policy.last_send(task("k5", sub=SUB)) + 60
+        fresh.sink.clock = lambda: late
+        assert await fresh.sink.redrive(older_than=0) == 1
+        assert await w.ledger.state("k5") == "dropped"
+        w.sink.add(task("k5", sub=SUB))  # the batch read again
+        assert await w.sink.flush() == set()
+
     async def test_redriven_after_its_rule_was_declined(self, make_worker: MakeWorker) -> None:
         w = make_worker()
         await published_then_died(make_worker, "k2")
