@@ -209,3 +209,24 @@ async def test_a_batch_read_again_after_the_redrive_dropped_its_task_keeps_the_c
     w.sink.add(w.task)  # the batch read again
     assert await w.sink.flush() == set()
     assert w.returns.pending == []
+
+
+async def test_a_task_a_redrive_parked_goes_whole_to_a_full_pool() -> None:
+    """Released to a call pool a reload emptied (overflow `drop`): it goes out as it went,
+    on its channel, as a merged task a re-drive parked does (`CapacityFitting.within`).
+    Before: not looked at (one moment, no fallback), dropped `capacity`, its cooldown
+    returned for a copy that may have reached the customer."""
+    w = Published()
+    await parked_by_the_redrive(w)
+    full: dict[str, object] = {
+        **CALLS,
+        "capacity": {"*": {"outbound_call": 0}},
+        "reserved_share": 0,
+        "overflow": {"*": {"policy": "drop"}},
+    }
+    w.sink.use_policy(DispatchPolicy.model_validate(full))
+    w.clock.now = OPENS.timestamp()
+    await w.sink.release_due()
+    assert await w.state() == "sent"
+    assert published(w.producer) == [TASK]
+    assert w.returns.pending == []
