@@ -215,7 +215,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
             else str(exc)
         )
         print(f"moments: cannot write the report to --out {args.out}: {said}", file=sys.stderr)
-        return 1
+        return 2  # a path given wrong: set-up (README, exit codes)
     from moments.gctune import tune_gc
 
     tune_gc()  # as the worker does: start-up objects frozen, fewer young collections
@@ -298,7 +298,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         )
     except OSError as exc:
         print(f"moments: cannot write the report to --out {args.out}: {exc}", file=sys.stderr)
-        return 1
+        return 2
     said_last = len(result.cuts) + bool(empty)  # the cuts and an empty period
     if empty:  # no table to show: the other warnings, then what is wrong and the fix
         for warning in report["warnings"][said_last:]:

@@ -368,7 +368,7 @@ def _cmd_calendar_export(args: argparse.Namespace) -> int:
         args.out.write_text(text, encoding="utf-8")
     except OSError as exc:  # a folder that does not exist, no permission: said, no traceback
         print(f"moments: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+        return 2  # a path given wrong: set-up (README, exit codes)
     print(f"wrote {args.out}")
     return 0
 

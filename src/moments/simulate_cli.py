@@ -315,7 +315,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                 f"moments: cannot write --to-file {args.to_file}: {exc.strerror or exc}",
                 file=sys.stderr,
             )
-            return 1
+            return 2  # a path given wrong: set-up (README, exit codes)
         console.print(stats_table(stats))
         console.print(f"wrote {sum(stats.events.values()):,} events to {args.to_file}")
         return 0

@@ -647,7 +647,7 @@ class TestCommand:
         (out / "tasks.jsonl").symlink_to(elsewhere)
         args = ["backtest", "--events", str(write_history(tmp_path / "h.jsonl"))]
         code = main([*args, "--rules", str(write_rules(tmp_path / "r.yaml")), "--out", str(out)])
-        assert code == 1
+        assert code == 2  # an output path that cannot be written: set-up
         assert elsewhere.read_text() == "theirs\n"
         assert "tasks.jsonl is a symbolic link; remove it" in capsys.readouterr().err
 
@@ -817,7 +817,7 @@ def test_an_unwritable_out_names_the_flag(
     code = main(
         ["backtest", "--events", str(history), "--rules", str(rules), "--out", str(blocker)]
     )
-    assert code == 1
+    assert code == 2  # an output path given wrong is set-up, as a missing input
     assert f"cannot write the report to --out {blocker}" in capsys.readouterr().err
 
 

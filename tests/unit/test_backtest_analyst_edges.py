@@ -581,7 +581,7 @@ class TestPathsTold:
         events.write_bytes(JSONL)
         out = tmp_path / "report.txt"
         out.write_text("a file where the folder should go")
-        assert main(["backtest", "--events", str(events), "--out", str(out)]) == 1
+        assert main(["backtest", "--events", str(events), "--out", str(out)]) == 2  # set-up
         said = " ".join(capsys.readouterr().err.split())
         assert f"moments: cannot write the report to --out {out}" in said
         assert "events in" not in said  # no replay

@@ -258,10 +258,10 @@ def test_the_shipped_calendar_file_is_what_export_writes(tmp_path: Path) -> None
 def test_calendar_export_to_a_path_it_cannot_write_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A folder that does not exist (a typo in --out): the path and why, exit 1; it was a
-    FileNotFoundError traceback."""
+    """A folder that does not exist (a typo in --out): the path and why, exit 2 (a path
+    given wrong is set-up); it was a FileNotFoundError traceback."""
     out = tmp_path / "nowhere" / "h.yaml"
-    assert main(["calendar", "export", "--years", "2027", "--out", str(out)]) == 1
+    assert main(["calendar", "export", "--years", "2027", "--out", str(out)]) == 2
     assert f"moments: cannot write {out}: No such file or directory" in capsys.readouterr().err
 
 
