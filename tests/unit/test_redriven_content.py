@@ -78,6 +78,28 @@ def sink_of(policy: dict[str, Any], now: dt.datetime) -> tuple[Clock, DispatchSt
     return clock, stores, sink
 
 
+ONE_CALL: dict[str, Any] = {
+    "timezone": "UTC",
+    "capacity": {"*": {"outbound_call": 1}},
+    "reserved_share": 0,
+    **NO_HOLD,
+}
+"""One call a day, taken by another task first: a call goes as its rule's fallback SMS."""
+
+
+async def fell_back_for_a_full_pool_then_died() -> tuple[Clock, TaskSink]:
+    """The 3rd's one call slot taken (`ONE_CALL`), a call sent as its fallback SMS, and
+    its worker dead before the confirm: the sink, the task pending."""
+    clock, stores, sink = sink_of(ONE_CALL, START)
+    limiter = CapacityLimiter(stores.slots, sink.policy)
+    assert (await limiter.take("other", None, Channel.OUTBOUND_CALL, 3, START)).taken
+    sink.add(moment(CALL, Channel.OUTBOUND_CALL, "a", START, 72))
+    with crashing(stores.ledger, "confirm"):
+        await sink.flush()
+    assert published(producer_of(sink)) == [(CALL, "sms", [])]
+    return clock, sink
+
+
 def producer_of(sink: TaskSink) -> CollectingProducer:
     producer = sink.producer
     assert isinstance(producer, CollectingProducer)
@@ -241,20 +263,7 @@ class TestCapacity:
         and its worker died. Re-driven on the 4th, whose pool has room, it is fitted as of
         its first decision and goes out as the SMS again. Judged on the 4th, it went out
         as a call under the SMS's id."""
-        policy = {
-            "timezone": "UTC",
-            "capacity": {"*": {"outbound_call": 1}},
-            "reserved_share": 0,
-            "overflow": TO_SMS,
-            "merge": {"hold_channels": []},
-        }
-        clock, stores, sink = sink_of(policy, START)
-        limiter = CapacityLimiter(stores.slots, sink.policy)
-        assert (await limiter.take("other", None, Channel.OUTBOUND_CALL, 3, START)).taken
-        sink.add(moment(CALL, Channel.OUTBOUND_CALL, "a", START, 72))
-        with crashing(stores.ledger, "confirm"):
-            await sink.flush()
-        assert published(producer_of(sink)) == [(CALL, "sms", [])]
+        clock, sink = await fell_back_for_a_full_pool_then_died()
         clock.now = dt.datetime(2026, 12, 4, 0, 1, tzinfo=dt.UTC).timestamp()
         assert await sink.redrive(GRACE_S) == 1
         assert published(producer_of(sink)) == [(CALL, "sms", [])] * 2
@@ -391,20 +400,8 @@ class TestPolicyReloaded:
         limit is raised to 2 the same day; re-driven, it goes as the SMS again. Before:
         fitted as of its decision under the new limit, it took a call slot and went out
         as a call under the SMS's id."""
-        policy = {
-            "timezone": "UTC",
-            "capacity": {"*": {"outbound_call": 1}},
-            "reserved_share": 0,
-            **NO_HOLD,
-        }
-        clock, stores, sink = sink_of(policy, START)
-        limiter = CapacityLimiter(stores.slots, sink.policy)
-        assert (await limiter.take("other", None, Channel.OUTBOUND_CALL, 3, START)).taken
-        sink.add(moment(CALL, Channel.OUTBOUND_CALL, "a", START, 72))
-        with crashing(stores.ledger, "confirm"):
-            await sink.flush()
-        assert published(producer_of(sink)) == [(CALL, "sms", [])]
-        raised = {**policy, "capacity": {"*": {"outbound_call": 2}}}
+        clock, sink = await fell_back_for_a_full_pool_then_died()
+        raised = {**ONE_CALL, "capacity": {"*": {"outbound_call": 2}}}
         sink.use_policy(DispatchPolicy.model_validate(raised))
         clock.now += GRACE_S + 10
         assert await sink.redrive(GRACE_S) == 1
