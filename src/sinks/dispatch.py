@@ -1176,6 +1176,10 @@ class TaskSink:
                 continue
             w.drop(c.carrier_id, own[1], own[0].expires_at)
             if kept:
+                # A carrier that may have gone out with them inside, withdrawn: its moments
+                # go on under their lead's id, marked re-driven (`Leave.went_out`) so that
+                # a later drop keeps their cooldowns, as a crash here would have its
+                # re-drive's claim mark it. Unmarked, its release dropping it gave them back.
                 lead = lead_of(kept)
                 kept = [waited(t, own[0]) if t is lead else t for t in kept]
                 leaves += [
@@ -1185,6 +1189,7 @@ class TaskSink:
                         raw[t.task_id],
                         to=lead.task_id,
                         carries=task_bytes(t) if t.task_id == lead.task_id else b"",
+                        went_out=t.task_id == lead.task_id and c.carrier_id in w.went_out,
                     )
                     for t in kept
                 ]

@@ -245,9 +245,12 @@ return 0
 """
 
 # A merged moment out of its carrier's group. K: task, carrier's group, group it moves
-# to; A: carrier id, id, payload, 'X' (dropped) / 'P' (carries the others) / 'M' (joins
-# A[5]), reason or new carrier, milliseconds to keep a dropped entry ('' as it is), the
-# pending payload ('' the one it joined with); S: now, ttl; SK: pending
+# to, its `redriven:<id>` mark; A: carrier id, id, payload, 'X' (dropped) / 'P' (carries
+# the others) / 'M' (joins A[5]), reason or new carrier, milliseconds to keep a dropped
+# entry ('' as it is), the pending payload ('' the one it joined with), '1' when it
+# carries moments that may have gone out inside its carrier (`Leave.went_out`: marked
+# re-driven, as a re-drive's claim marks a task, with when it went pending, for its
+# entry's life; '' for none); S: now, ttl; SK: pending
 _LEAVE = """
 if redis.call('GET', K[1]) ~= 'M' .. A[1] then return 0 end
 redis.call('LREM', K[2], 0, A[3])
@@ -262,6 +265,11 @@ elseif A[4] == 'P' then
   if A[7] ~= '' then carries = A[7] end
   redis.call('SET', K[1], 'P' .. carries, 'XX', 'KEEPTTL')
   redis.call('ZADD', SK[1], S[1], A[2])
+  if A[8] ~= '' then
+    local left = redis.call('PTTL', K[1])
+    local before = redis.call('GET', K[4])
+    if left > 0 then redis.call('SET', K[4], before or S[1], 'PX', left) end
+  end
 else
   redis.call('SET', K[1], 'M' .. A[5], 'XX', 'KEEPTTL')
   redis.call('RPUSH', K[3], A[3])
@@ -482,7 +490,7 @@ class TaskLedger:
         self._claim_stale = BatchScript(redis, _CLAIM_STALE, keys=2, args=1)
         self._settle = BatchScript(redis, _SETTLE, keys=10, args=11)
         self._first_unknown = redis.register_script(_FIRST_OUTCOME_UNKNOWN)
-        self._leave = BatchScript(redis, _LEAVE, keys=3, args=7)
+        self._leave = BatchScript(redis, _LEAVE, keys=4, args=8)
         self._withdrawn = BatchScript(redis, _WITHDRAWN, keys=2, args=1)
         self._owed = redis.register_script(_OWED)
         self._owe = redis.register_script(_OWE_RETURNS)
@@ -656,8 +664,15 @@ class TaskLedger:
                 to = i.to or i.task_id
                 mode, value, kept = ("P" if to == i.task_id else "M"), to, ""
             group = self.group_key(i.carrier_id)
-            keys = (self.key(i.task_id), group, self.group_key(value) if mode == "M" else group)
-            calls.append((keys, (i.carrier_id, i.task_id, i.payload, mode, value, kept, i.carries)))
+            keys = (
+                self.key(i.task_id),
+                group,
+                self.group_key(value) if mode == "M" else group,
+                self.redriven_key(i.task_id),
+            )
+            marked = "1" if i.went_out else ""
+            args = (i.carrier_id, i.task_id, i.payload, mode, value, kept, i.carries, marked)
+            calls.append((keys, args))
         done = await self._leave.run(calls, (now, self.ttl), (self.pending_key,))
         return [bool(ok) for ok in done]
 

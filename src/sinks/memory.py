@@ -239,6 +239,10 @@ class MemoryLedger:
             elif to == i.task_id:
                 entry.value = PENDING + (i.carries or i.payload)
                 self.pending[i.task_id] = self.clock()
+                if i.went_out:  # as `_LEAVE`: marked re-driven, with when it went pending
+                    mark = self._live(self.redriven_marks, i.task_id)
+                    first = mark.value if mark is not None else repr(self.clock()).encode()
+                    self.redriven_marks[i.task_id] = _Entry(first, entry.expires_at)
             else:
                 entry.value = MERGED + to.encode()
                 self.add_to_group(to, i.payload)

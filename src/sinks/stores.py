@@ -122,6 +122,11 @@ class Leave:
     """Moved to its own id: the payload its pending entry holds (b"": `payload`), the
     group's deferral written in, so that a crash before the part is parked or sent
     leaves the re-drive what the group waited for, not what gating wrote when it joined."""
+    went_out: bool = False
+    """Moved to its own id out of a task that may have gone out with it inside (re-driven,
+    or parked by a re-drive, and withdrawn: `TaskSink._kept`): its entry is marked
+    `redriven:<id>` as it goes pending, as a re-drive's claim marks one, so that its
+    drop, in this decision or a later one, keeps its moments' cooldowns."""
 
 
 @dataclass(frozen=True)

@@ -411,6 +411,33 @@ class TestLeave:
         assert await ledger.pending_count() == 1  # c, to be decided as a carrier
         assert await ledger.claim_stale(-1) == [("c", b"C")]
 
+    async def test_carrying_what_may_have_gone_out_marks_it_redriven(
+        self, stores: DispatchStores
+    ) -> None:
+        """`went_out`: the moment that now carries the others, out of a carrier that may
+        have gone out with them inside and was withdrawn, is marked `redriven:<id>` with
+        when it went pending (its drop keeps their cooldowns); one moved without it, or
+        joining another, is not. Before: no moment leaving a group was marked."""
+        ledger, deferral = stores.ledger, stores.deferral
+        await ledger.claim([(t, t.upper().encode()) for t in "abcd"])
+        assert await deferral.park("a", "s1", b"", time.time() + 600, 600)
+        assert await deferral.join_many([Joining(t, "s1", b"") for t in "bcd"]) == ["a"] * 3
+        before = time.time()
+        leaves = [
+            Leave("a", "b", b"B", to="b", went_out=True),
+            Leave("a", "c", b"C", to="b"),
+            Leave("a", "d", b"D", to="d"),
+        ]
+        assert await ledger.leave_many(leaves) == [True, True, True]
+        assert await ledger.redriven(["a", "b", "c", "d"]) == {"b"}
+        first: dict[str, float | None] = {}
+        claimed = await ledger.claim_stale(-1, first_pending=first)
+        assert sorted(i for i, _ in claimed) == ["b", "d"]
+        assert list(first) == ["b"]
+        went = first["b"]
+        assert went is not None
+        assert before <= went <= time.time()
+
 
 class TestSlotsAndContacts:
     """Capacity is taken in the items' order (the earlier task gets the last slot); the
