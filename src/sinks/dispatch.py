@@ -461,9 +461,12 @@ class TaskSink:
         `declined` read first, dropped as `declined`: counted suppressed and its rule's
         cooldown given back, for a task that had reached the customer. Each is the
         task as its pending entry and merge group hold it (`merge_tasks`), as the outcome
-        read it (`moments.outcomes`); not published again, its `sent_at` when its entry
-        went pending (`since`, `Ledger.claim_stale`: its owner published it just after;
-        the re-drive's own time was hours late after a long outage). Returns the others.
+        read it (`moments.outcomes`), each moment on the channel it went out on
+        (`as_it_went`: confirmed as the call its payload holds, a call that went out as its
+        fallback SMS was withdrawn by an opt-out of calls, not of SMS); not published
+        again, its `sent_at` when its entry went pending (`since`, `Ledger.claim_stale`:
+        its owner published it just after; the re-drive's own time was hours late after a
+        long outage). Returns the others.
         Released tasks alike: one a re-drive parked, answered while it waited
         (`redriven:<id>`), dated by its release (when it went out is not kept).
         Looked at by the decision after it read the declines (`_decide`): an outcome
@@ -475,7 +478,15 @@ class TaskSink:
         )
         if not answered:
             return list(candidates)
-        sent = [merge_tasks(c.carrier_id, c.tasks) for c in candidates if c.carrier_id in answered]
+        # As it went out: its moments on the channels its decision moved them to (the body
+        # and index a later opt-out withdraws it by, the confirm's own look).
+        ids = [c.carrier_id for c in candidates if c.carrier_id in answered]
+        moved = await self._redis(lambda: self.ledger.moved(ids), "reading moved channels")
+        sent = [
+            merge_tasks(c.carrier_id, [as_it_went(t, moved.get(c.carrier_id, {})) for t in c.tasks])
+            for c in candidates
+            if c.carrier_id in answered
+        ]
         log.warning(
             "%d re-driven or released task(s) already answered by their consumer (their "
             "worker died after publishing them): confirmed as sent, not published again "
@@ -492,7 +503,8 @@ class TaskSink:
         """The re-driven tasks their worker's confirm found void (`Ledger.voided_pending`):
         it published them and died before it confirmed them withdrawn. Each is withdrawn
         and confirmed as that worker would have (`_void`: the task as its pending entry
-        and merge group hold it), its notice again with the same reason and time (it may
+        and merge group hold it, each moment on the channel it went out on, `as_it_went`),
+        its notice again with the same reason and time (it may
         have gone out before the crash), not decided again: decided again, one whose
         customer opted back in meanwhile was published again under the id withdrawn, and
         one whose subscriber was erased since was withdrawn again as `forgotten`.
@@ -503,7 +515,15 @@ class TaskSink:
         )
         if not void:
             return candidates
-        tasks = [merge_tasks(c.carrier_id, c.tasks) for c in candidates if c.carrier_id in void]
+        ids = [c.carrier_id for c in candidates if c.carrier_id in void]
+        # As it went out: its moments on the channels its decision moved them to (its
+        # notice names the channel opted out of, its body and index the one it went on).
+        moved = await self._redis(lambda: self.ledger.moved(ids), "reading moved channels")
+        tasks = [
+            merge_tasks(c.carrier_id, [as_it_went(t, moved.get(c.carrier_id, {})) for t in c.tasks])
+            for c in candidates
+            if c.carrier_id in void
+        ]
         log.warning(
             "%d re-driven task(s) found void as they were confirmed: withdrawn and "
             "confirmed, not decided again (first: %r)",
@@ -995,7 +1015,9 @@ class TaskSink:
             w.parks = [p for p in w.parks if p.slot.task_id not in lost]
             w.channels_moved = {i: m for i, m in w.channels_moved.items() if i not in lost}
             w.counted = [t for t in w.counted if t.task_id not in lost]
-        notices = await self.withdrawals.owe_dropped(await self._may_have_gone(wave, w))
+        notices = await self.withdrawals.owe_dropped(
+            await self._may_have_gone(wave, w, moved_on or {})
+        )
         await self._write(w, j)
         await self._owed.send(w.owed)
         await self.withdrawals.send_owed(notices)
@@ -1004,7 +1026,7 @@ class TaskSink:
         return to_send, bool(w.parks), dict(w.drops)
 
     async def _may_have_gone(
-        self, wave: Sequence[Candidate], w: Writes
+        self, wave: Sequence[Candidate], w: Writes, moved_on: Mapping[str, Mapping[str, str]]
     ) -> list[tuple[ServiceTask, str]]:
         """The wave's tasks about to be dropped for a profile change their consumer must hear
         of (`WITHDRAWN_FOR`) that may have gone out: those a re-drive decided
@@ -1014,13 +1036,22 @@ class TaskSink:
         deferral queue before a re-drive decided it (`Ledger.unsent`): it waited there,
         never published, and withdrawn it named the erased subscriber on the topic for a
         task no consumer saw. Both marks in one read (`Ledger.redriven_unsent`). The
-        engine's fresh tasks carry no mark: not looked at."""
+        engine's fresh tasks carry no mark: not looked at. Each named as it went out
+        (`as_it_went`, its `moved:<id>` marks, `moved_on`): a call that went out as its
+        fallback SMS and is dropped for an opt-out of SMS is withdrawn as the SMS, not as
+        the call no consumer got."""
         reasons = dict(w.drops)
         # Each as it went out, its merged moments in it (`merge_tasks`): the notice names
         # the channel and moment type the task went out with, its lead's, where the
         # carrier's own moment named another.
         void = [
-            (merge_tasks(c.carrier_id, c.tasks), reason)
+            (
+                merge_tasks(
+                    c.carrier_id,
+                    [as_it_went(t, moved_on.get(c.carrier_id, {})) for t in c.tasks],
+                ),
+                reason,
+            )
             for c in wave
             if not c.fresh and (reason := reasons.get(c.carrier_id)) in WITHDRAWN_FOR
             if any(t.task_id == c.carrier_id for t in c.tasks)

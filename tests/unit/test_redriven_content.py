@@ -333,6 +333,81 @@ class TestOptOut:
         assert withdrawn(producer_of(sink)) == []
         assert await stores.ledger.state(CALL) == "sent"
 
+    async def test_a_fallback_opted_out_of_is_withdrawn_as_the_fallback(self) -> None:
+        """The call went out as its rule's fallback SMS (the day's one call slot taken),
+        and its worker died; the customer opts out of SMS: the re-drive withdraws the task
+        naming `sms`, the channel it went out on (docs/consuming-tasks.md, "Withdrawn
+        tasks"). Before: the notice named `outbound_call`, the payload's channel, for a
+        task no call centre got."""
+        clock, sink = await fell_back_for_a_full_pool_then_died()
+        await opt_out(sink, clock.now + 5, ["sms"])
+        clock.now += GRACE_S + 10
+        assert await sink.redrive(GRACE_S) == 1
+        assert published(producer_of(sink)) == [(CALL, "sms", [])]
+        [notice] = [orjson.loads(p.payload) for p in producer_of(sink).withdrawn]
+        assert (notice["task_id"], notice["reason"], notice["channel"]) == (
+            CALL,
+            "opt_out",
+            "sms",
+        )
+
+    async def test_a_fallback_its_confirm_found_void_is_withdrawn_as_the_fallback(
+        self,
+    ) -> None:
+        """The call went out as its fallback SMS; an opt-out of SMS landed before its
+        confirm, which found it void, and the worker died before withdrawing it. The
+        re-drive withdraws it as that worker would have: naming `sms`. Before: naming
+        `outbound_call`, the payload's channel."""
+        clock, stores, sink = sink_of(ONE_CALL, START)
+        limiter = CapacityLimiter(stores.slots, sink.policy)
+        assert (await limiter.take("other", None, Channel.OUTBOUND_CALL, 3, START)).taken
+        sink.add(moment(CALL, Channel.OUTBOUND_CALL, "a", START, 72))
+        confirm = stores.ledger.confirm
+
+        async def opted_out_first(*args: Any, **kwargs: Any) -> Any:
+            await opt_out(sink, clock.now, ["sms"])
+            return await confirm(*args, **kwargs)
+
+        stores.ledger.confirm = opted_out_first  # type: ignore[method-assign]
+        with crashing(sink.withdrawals, "withdraw_voided"):
+            await sink.flush()
+        stores.ledger.confirm = confirm  # type: ignore[method-assign]
+        assert published(producer_of(sink)) == [(CALL, "sms", [])]
+        assert withdrawn(producer_of(sink)) == []
+        clock.now += GRACE_S + 10
+        assert await sink.redrive(GRACE_S) == 1
+        [notice] = [orjson.loads(p.payload) for p in producer_of(sink).withdrawn]
+        assert (notice["task_id"], notice["reason"], notice["channel"]) == (
+            CALL,
+            "opt_out",
+            "sms",
+        )
+        assert await stores.ledger.state(CALL) == "sent"
+
+    async def test_a_fallback_answered_before_its_redrive_is_confirmed_as_it_went(
+        self,
+    ) -> None:
+        """The call went out as its fallback SMS, its worker died, and the SMS gateway's
+        outcome came back: the re-drive confirms it as sent, as the SMS. A later opt-out
+        of SMS withdraws it, naming `sms`. Before: confirmed as the call (its body and
+        published index), the opt-out of SMS withdrew nothing and one of calls withdrew
+        the task no call centre got."""
+        clock, sink = await fell_back_for_a_full_pool_then_died()
+        assert await sink.ledger.first_outcome(CALL, "accepted")
+        clock.now += GRACE_S + 10
+        assert await sink.redrive(GRACE_S) == 1
+        assert published(producer_of(sink)) == [(CALL, "sms", [])]
+        assert await sink.ledger.state(CALL) == "sent"
+        await opt_out(sink, clock.now + 5, ["outbound_call"])
+        assert withdrawn(producer_of(sink)) == []
+        await opt_out(sink, clock.now + 6, ["sms"])
+        [notice] = [orjson.loads(p.payload) for p in producer_of(sink).withdrawn]
+        assert (notice["task_id"], notice["reason"], notice["channel"]) == (
+            CALL,
+            "opt_out",
+            "sms",
+        )
+
 
 async def sent_then_dead(
     policy: dict[str, Any], at: dt.datetime, frequency: FrequencyCap | None = None
