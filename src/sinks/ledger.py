@@ -51,12 +51,17 @@ _STATES = {
 # payload's closing brace replaced by S[4], as sinks.payloads' `counted_payload`): a
 # re-drive after a crash before it was parked reads it as the one that counts nothing.
 # The dropped task's `unsent:<id>`, `redriven:<id>` and `moved:<id>` marks (kept as long
-# as its entry, or the ledger's ttl) go: they spoke of that task, not of this one.
+# as its entry, or the ledger's ttl) go: they spoke of that task, not of this one. So does
+# a `moved:<id>` mark an id claimed afresh finds: set at a publish, for the ledger's ttl,
+# it outlives the entry it spoke of (claimed before it; a dropped one lives a day past its
+# task's expiry), and a moment judged again after that entry lapsed (a silence's, every
+# few days of a suspension) had its re-drive send it on the first task's channel.
 # K: task; A: payload, id, judged again ('1' or ''); S: ttl, now, kept past expiry (ms),
 # the counted tail, the unsent, redriven and moved prefixes; SK: pending (sinks.luabatch)
 _CLAIM = """
 if redis.call('SET', K[1], 'P' .. A[1], 'NX', 'EX', S[1]) then
   redis.call('ZADD', SK[1], S[2], A[2])
+  redis.call('DEL', S[7] .. A[2])
   return 1
 end
 if A[3] ~= '' then

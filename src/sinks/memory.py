@@ -134,7 +134,8 @@ class MemoryLedger:
             if entry is not None:  # as Redis: the dropped task's marks are not this one's
                 self.unsent_marks.pop(task_id, None)
                 self.redriven_marks.pop(task_id, None)
-                self.moved_marks.pop(task_id, None)
+            # As Redis: nor a moved mark an id claimed afresh finds (it outlives its entry).
+            self.moved_marks.pop(task_id, None)
             self.entries[task_id] = _Entry(PENDING + stored, now + self.ttl)
             self.pending[task_id] = now
             owned.append(CLAIMED if entry is None else TAKEN_OVER)

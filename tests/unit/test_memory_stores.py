@@ -107,3 +107,21 @@ async def test_an_answered_mark_expires_on_the_clock_as_the_redis_one() -> None:
     assert await ledger.claim([("t1", b"{}")]) == [True]
     await ledger.confirm(["t1"], awaiting={"t1": ("sms", clock.now + 600)})
     assert (await ledger.unanswered())["sms"] == 1
+
+
+async def test_a_task_id_claimed_after_its_entry_lapsed_inherits_no_moved_mark() -> None:
+    """`moved:<id>` lives the ledger's TTL from the publish, past the entry it speaks of
+    (claimed earlier; a drop cuts the entry to a day past the task's expiry). A moment
+    judged again after the dropped entry lapsed claims the id afresh (a silence's task
+    made again every few days of a suspension): the mark is not its own, and its re-drive
+    after a crash sent it on the channel the first task had been moved to (`as_it_went`)."""
+    clock = Clock(1_000_000.0)
+    ledger = MemoryLedger(clock, ttl_seconds=3600)
+    assert await ledger.claim([("t1", b"{}")]) == [True]
+    clock.now += 60
+    await ledger.mark_moved({"t1": {"t1": "sms"}})
+    await ledger.drop_many([("t1", "expired")], {"t1": clock.now - 86_400 + 10})
+    clock.now += 20  # the dropped entry is gone, its mark lives on
+    assert await ledger.state("t1") is None
+    assert await ledger.claim([("t1", b"{}")]) == [True]
+    assert await ledger.moved(["t1"]) == {}

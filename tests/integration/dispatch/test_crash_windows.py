@@ -501,6 +501,28 @@ class TestTakenOver:
         assert await w.ledger.redriven([task_id]) == set()
         assert await w.ledger.moved([task_id]) == {}
 
+    async def test_a_task_id_claimed_after_its_entry_lapsed_inherits_no_moved_mark(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """`moved:<id>` lives the ledger's TTL from the publish, past the entry it speaks
+        of (a dropped one lives a day past its task's expiry). A moment judged again after
+        that claims the id afresh (`_CLAIM`'s SET NX): the mark is not its own, and its
+        re-drive after a crash sent it on the channel the first task had been moved to."""
+        ledger = make_worker().ledger
+        if not isinstance(ledger, TaskLedger):
+            pytest.skip("the memory ledger's lapse: tests/unit/test_memory_stores.py")
+        task_id = "e2" * 16
+        made = task(task_id, sub=SUB)
+        assert await ledger.claim([(task_id, task_bytes(made))]) == [1]
+        await ledger.mark_moved({task_id: {task_id: "sms"}})
+        await ledger.drop_many([(task_id, "expired")], {task_id: time.time() - 86_400 + 60})
+        await ledger.redis.delete(ledger.key(task_id))  # lapsed, as its TTL ends it
+        assert await ledger.moved([task_id]) == {task_id: {task_id: "sms"}}
+
+        assert await ledger.claim([(task_id, task_bytes(made))]) == [1]
+
+        assert await ledger.moved([task_id]) == {}
+
 
 class TestRedrivenTwice:
     async def test_a_group_released_after_its_carrier_lapsed_keeps_its_live_moments(
