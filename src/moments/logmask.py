@@ -44,10 +44,12 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   `(010) 8888 6666`, a US number's `(415) 555-2671` or `415-555-2671` (dashes only:
   `512 256 1024` is a row of sizes), an IMEI's `35-209900-176148-1`, 9 digits in three
   groups of 3 (`612 345 678`, a mobile number in Spain or Poland; not three of a row of
-  numbers, `128 256 512 1024`, but among the ids after an id's name, after a number with
-  an extension, `130 0000 0000x0 100 000 000`, after the country
+  numbers, `128 256 512 1024`, though a number under 3 digits or of 7 or more after it is
+  none of a row's, `612 345 678 9`, `612 345 678 13800138001`, and among the ids after an
+  id's name, after a number with an extension, `130 0000 0000x0 100 000 000`, after the country
   code of Spain, Poland, Portugal, Czechia or Slovakia, `34 612 345 678`, a number under 3
-  digits after it too, `34 612 345 678 9`, or any code and
+  digits or of 7 or more after it too, `34 612 345 678 9`, `34 100 000 000 13000000000`,
+  or any code and
   dashes, `1-800-138-001`, more groups with dashes after it too, `1-800-138-001-002`), and
   any groups of 2
   to 6 digits after a `+` and a country code (not starting with 0: `+004 53 49` stays), 7
@@ -207,6 +209,12 @@ digits). Only those: `12:138 0013 8001` is still a number, and so is `1380-01-30
 (`16:55:13,922 138 0013 8001` read the milliseconds `922` as its country code.)
 The look back fails at once where no `-`, `/`, `:`, `,` or `.` stands before (CHANGELOG,
 the cost)."""
+_ROW_NEXT = rf"{_GROUP_SEPARATOR}\d{{3,6}}(?!\d)"
+"""The next group of a row of numbers (`128 256 512 1024`, `34 128 256 512 1024`): 3 to 6
+digits. A shorter number after 9 digits in groups of 3 (`612 345 678 9`) or a longer one
+(`34 100 000 000 13000000000`, itself masked as a run of 7 digits or more) is none: the
+groups were left whole, and the long one read with the last group as its country code
+(`000*******0000`)."""
 _NINE = rf"\d{{3}}{_GROUP_SEPARATOR}\d{{3}}{_GROUP_SEPARATOR}\d{{3}}(?!\d)"
 """9 digits in three groups of 3 (`612 345 678`): a number in groups alone in free text,
 and among the ids after an id's name, whatever stands beside it (`msisdns: 612 345 678
@@ -230,7 +238,10 @@ _NATIONAL_FIXED = (
     # (a space in brackets: the text pattern is verbose, a bare one would be none)
     r"|(?:(?<!\d[ +-])(?<!\d%20)|(?<=\d\d[-/]\d\d[ ])|(?<=\d:\d\d[ ])|(?<=\d:\d\d[,.]\d{3}[ ])"
     r"|(?<=\d\d[xX]\d[ ])|(?<=\d\d[xX]\d\d[ ])|(?<=\d\d[xX]\d{3}[ ])|(?<=\d\d[xX]\d{4}[ ]))"
-    rf"{_NINE}(?!{_GROUP_SEPARATOR}\d))"
+    # nor before a row's next group: one of 3 to 6 digits (`128 256 512 1024`); a number
+    # under 3 digits after it (`612 345 678 9`) or one of 7 or more (`612 345 678
+    # 13800138001`, masked on its own) is no row's
+    rf"{_NINE}(?!{_ROW_NEXT}))"
 )
 _HEAD_SEPARATOR = r"(?:[ -]|%20|\+)"
 _HEAD = (
@@ -301,7 +312,7 @@ _GROUPED = (
     # 345 678`, `0048 512 345 678`): no row of numbers' (`34 128 256 512 1024` stays: a
     # group of 3 digits or more after it); a shorter number after it is none of a row's
     # (`34 612 345 678 9` showed whole)
-    rf"|{_CODED_NINE}(?!{_GROUP_SEPARATOR}\d{{3}})"
+    rf"|{_CODED_NINE}(?!{_ROW_NEXT})"
     # and after any code with dashes only (`1-800-138-001`): a row of numbers is written
     # with spaces or commas; any groups after it with dashes are the number's too
     # (`1-800-138-001-002` was read from its `800`, the code's `1` shown apart)

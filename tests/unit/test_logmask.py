@@ -1090,6 +1090,42 @@ class TestMaskText:
         number (the date's `13` only made the rest look like a Chinese mobile's groups)."""
         assert mask_text(text) == expected
 
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            # a number under 3 digits after it is no row's next group, as after a
+            # country code (`34 612 345 678 9`): `612 345 678 9` showed whole
+            ("612 345 678 9", "612**5678 9"),
+            ("call 612 345 678 12 now", "call 612**5678 12 now"),
+            # a number of 7 digits or more after the groups is no row's next group
+            # either: `612 345 678 13800138001` read `678` as the country code of the
+            # next number, and `612 345` showed
+            ("612 345 678 13800138001", "612**5678 138****8001"),
+            ("34 612 345 678 13000000000", "346****5678 130****0000"),
+            # as among the ids after an id's name (`msisdns: 34 100 000 000 13000000000`)
+            ("34 100 000 000 13000000000", "341****0000 130****0000"),
+            ("x 34 100 000 000 13800138001 y", "x 341****0000 138****8001 y"),
+        ],
+    )
+    def test_nine_digits_in_three_groups_before_a_short_or_long_number(
+        self, text: str, expected: str
+    ) -> None:
+        """A number under 3 digits or of 7 or more after three groups of 3 is none of a
+        row of numbers' (`128 256 512 1024` stays): the groups are a number, masked."""
+        assert mask_text(text) == expected
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "sizes 128 256 512 1024",
+            "buckets 100 200 300 400",
+            "buckets 34 128 256 512 1024",
+            "buckets 64 128 256 512",
+        ],
+    )
+    def test_a_row_of_numbers_still_stays(self, text: str) -> None:
+        assert mask_text(text) == text
+
     def test_a_threads_ident_stays_readable_a_number_like_it_is_masked(self) -> None:
         """A stack dump (SIGUSR1) names each thread by its ident: no person's number, and
         masked, the dump's threads were alike (`140********2896`)."""
