@@ -54,7 +54,10 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   any groups of 2
   to 6 digits after a `+` and a country code (not starting with 0: `+004 53 49` stays), 7
   digits or more in all: `+44 20 7946 0958`; in a URL `138+0013+8001`,
-  `138%200013%208001`; from its `+` after a word too: `id+86 10 8888 6666`), masked as
+  `138%200013%208001`; from its `+` after a word too: `id+86 10 8888 6666`, glued to a
+  word from its first digit, `id138-0013-8001`, `user_138 0013 8001`, the word's own
+  digits no country code, `v2 138 0013 8001`, but not ending a hex string, `9f8e7d6c5b4a392
+  1706 5443`), masked as
   one (an extension, letters or a fraction on it
   stay: `138****8001x12`, `861******8001abc`, `442*****0958.5`; a date or a time
   beside it is none of its groups: `138****8001 2026-12-07`, `2026-12-07 138****8001`,
@@ -505,9 +508,12 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     | (?<![0-9A-Za-z])(?=[0-9A-Fa-f]{8}-)(?P<uuid>"""  # f47ac10b-58cc-4372-a567-...
         + _UUID
         + r""")
-    | (?=[+\d(%])(?:(?<![\w.+%])|(?<=%[0-9A-Fa-f]{2})|(?<=[\w.])(?=\+))(?P<spaced>"""
+    | (?=[+\d(%])(?:(?<![\w.+%])|(?<=%[0-9A-Fa-f]{2})|(?<=[\w.])(?=\+)
+      |(?P<glued>(?<=[A-Za-z_])(?<!\d[xX])|(?<=[A-Za-z_]\.)))(?P<spaced>"""
         + _GROUPED
-        + r""")  # 138-0013-8001, from its `+` after a word too (`id+86 10 8888 6666`)
+        + r""")  # 138-0013-8001, from its `+` after a word too (`id+86 10 8888 6666`),
+      # glued to a word (`id138-0013-8001`; not to an extension's `x`: `8001x12 612 345
+      # 678` is two numbers), unless in a hex string (_glued_to_hex)
     | (?=\d)(?:(?<![\d%])|(?<=%[0-9A-Fa-f]{2}))  # after %2B (URLs)
       (?<!\d\.)(?:(?:(?<=\+)|(?<=%2[Bb]))\d{7,}(?!\d)  # after a plus: a word on it
         |(?P<long>\d{7,})(?!\d))      # free text, unless in a hex string (_in_hex)
@@ -605,6 +611,13 @@ def _mask_match(match: re.Match[str]) -> str:
     if _in_name(match.string, match.start(), match.end()):
         return match.group(0)
     if (spaced := match.group("spaced")) is not None:  # a number written in groups
+        if match.group("glued") is not None:
+            if _glued_to_hex(match.string, match.start()):
+                return spaced
+            # the word's own digits are no country code: `v2 138 0013 8001`
+            head = _GLUED_HEAD.match(spaced)
+            if head is not None and _grouped_pattern().fullmatch(spaced, head.end()):
+                return head.group(0) + _mask_grouped(spaced[head.end() :])
         return _mask_grouped(spaced)
     found = match.group(0)
     if match.group("long") is not None and (
@@ -613,6 +626,23 @@ def _mask_match(match: re.Match[str]) -> str:
     ):
         return found
     return mask_msisdn(found)
+
+
+_GLUED_HEAD = re.compile(rf"\d{{1,3}}{_GROUP_SEPARATOR}")
+"""The digits a word ends with, and a space or dash: `v2 ` of `v2 138 0013 8001`."""
+
+
+@functools.cache
+def _grouped_pattern() -> re.Pattern[str]:
+    """A number written in groups (`_GROUPED`), built at the first number glued to a word."""
+    return re.compile(_GROUPED)
+
+
+def _glued_to_hex(text: str, start: int) -> bool:
+    """Whether the number in groups at `start`, glued to a word, ends a hex string (a hex
+    letter before it and a digit past the letters: `commit 9f8e7d6c5b4a392 1706 5443`)
+    rather than a word (`id138-0013-8001`, `user_138 0013 8001`: masked)."""
+    return _hex_letter(text, start - 1) and _digit_past_letters(text, start - 1, -1)
 
 
 def _in_name(text: str, start: int, end: int) -> bool:

@@ -1126,6 +1126,36 @@ class TestMaskText:
     def test_a_row_of_numbers_still_stays(self, text: str) -> None:
         assert mask_text(text) == text
 
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("id138-0013-8001", "id138****8001"),
+            ("caller id138 0013 8001 rang", "caller id138****8001 rang"),
+            ("user_138-0013-8001", "user_138****8001"),
+            ("tel+86 138 0013 8001abc", "tel861******8001abc"),
+            ("msisdn138-0013-8001x12", "msisdn138****8001x12"),
+            # a word's own digits are no country code of the number after them
+            ("build v2 138 0013 8001", "build v2 138****8001"),
+            ("node3 130 0000 0000 up", "node3 130****0000 up"),
+        ],
+    )
+    def test_a_number_in_groups_glued_to_a_word_is_masked(self, text: str, expected: str) -> None:
+        """`id138-0013-8001` showed whole: a number in groups was read only where no
+        letter stood before it, while a run of digits glued to a word (`id13800138001`)
+        is masked."""
+        assert mask_text(text) == expected
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            # a hex string's digits before the groups: a hex id's, not a number's
+            "ref a1b2c3d4e5f138-0013-8001",
+            "commit 9f8e7d6c5b4a392 1706 5443",
+        ],
+    )
+    def test_groups_after_a_hex_string_stay(self, text: str) -> None:
+        assert mask_text(text) == text
+
     def test_a_threads_ident_stays_readable_a_number_like_it_is_masked(self) -> None:
         """A stack dump (SIGUSR1) names each thread by its ident: no person's number, and
         masked, the dump's threads were alike (`140********2896`)."""
