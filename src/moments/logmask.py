@@ -82,9 +82,11 @@ The ident of one of the process's threads is left alone there (a stack dump's
 `<Thread(metrics, started daemon 140...)>`): no person's number, and masked, a dump's
 threads could not be told apart. So are the digits of a configured name (the app id, the
 topic prefix, a topic's name: `moments-20261207`, `t495161564fa.telecom.roaming`;
-`install_pii_masking(names=)`): a log that names a topic names the one to look at. A
-number glued to one is glued to a word, masked: `t495161564fa13800138001`, the name's
-letters and digits no hex string's.
+`install_pii_masking(names=)`), in a bytes literal too (`b'moments-20261207'`, as
+aiokafka's DEBUG lines write a topic): a log that names a topic names the one to look at.
+A number glued to one is glued to a word, masked: `t495161564fa13800138001`, the name's
+letters and digits no hex string's; so is one after a name's last digit and a dot, no
+decimal fraction: `moments-20261207.13800138001`.
 
 Left alone: a number right after a setting's name or one ending in a unit or `_count`
 (`ledger_ttl_seconds=34560000`, `MOMENTS_ROCKSDB_BLOCK_CACHE_MIB: 64`, `took_ms=...`, and
@@ -515,8 +517,9 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
       # glued to a word (`id138-0013-8001`; not to an extension's `x`: `8001x12 612 345
       # 678` is two numbers), unless in a hex string (_glued_to_hex)
     | (?=\d)(?:(?<![\d%])|(?<=%[0-9A-Fa-f]{2}))  # after %2B (URLs)
-      (?<!\d\.)(?:(?:(?<=\+)|(?<=%2[Bb]))\d{7,}(?!\d)  # after a plus: a word on it
+      (?:(?<!\d\.)(?:(?:(?<=\+)|(?<=%2[Bb]))\d{7,}(?!\d)  # after a plus: a word on it
         |(?P<long>\d{7,})(?!\d))      # free text, unless in a hex string (_in_hex)
+      |(?<=\d\.)(?P<fraction>\d{7,})(?!\d))  # a fraction's, unless after a name (_in_name)
         """,
         re.VERBOSE,
     )
@@ -593,8 +596,17 @@ def _with_lead_masked(match: re.Match[str], key: str, lead: str) -> str:
 
 def _mask_match(match: re.Match[str]) -> str:
     if match.group("body") is not None:
-        quote = match.group("q")
-        return f"b{quote}{_BYTES_TOKEN.sub(_mask_bytes_token, match.group('body'))}{quote}"
+        quote, body = match.group("q"), match.group("body")
+        if _state["names"] is None:
+            return f"b{quote}{_BYTES_TOKEN.sub(_mask_bytes_token, body)}{quote}"
+        at = match.start("body")
+
+        def token(found: re.Match[str]) -> str:  # a configured name's digits stay
+            if _in_name(match.string, at + found.start(), at + found.end()):
+                return found.group(0)
+            return _mask_bytes_token(found)
+
+        return f"b{quote}{_BYTES_TOKEN.sub(token, body)}{quote}"
     if match.group("container") is not None:  # every id inside, whatever else it holds
         items = _item_patterns()[0]
         key = _with_lead_masked(match, "ckey", "clead")
@@ -619,6 +631,10 @@ def _mask_match(match: re.Match[str]) -> str:
             if head is not None and _grouped_pattern().fullmatch(spaced, head.end()):
                 return head.group(0) + _mask_grouped(spaced[head.end() :])
         return _mask_grouped(spaced)
+    if match.group("fraction") is not None and not _in_name(
+        match.string, match.start() - 2, match.start() - 1
+    ):  # a decimal fraction's digits, but after a name's last digit and a dot a number's
+        return match.group(0)
     found = match.group(0)
     if match.group("long") is not None and (
         _in_hex(match.string, match.start(), match.end())

@@ -1215,6 +1215,50 @@ class TestConfiguredNames:
         else:
             assert masked != text
 
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "b'moments-20261207'",
+            "key=b't495161564fa.telecom.roaming' value=b'x'",
+            r"b'\x00\x10t495161564fa.telecom.roaming\x02'",
+        ],
+    )
+    def test_a_configured_name_in_a_bytes_literal_stays(self, named: None, text: str) -> None:
+        """aiokafka's DEBUG lines write a topic's name in bytes literals: every run of 5
+        digits or more there was masked (`b'moments-202*1207'`), names too."""
+        assert mask_text(text) == text
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("b'moments-20261207 13800138001'", "b'moments-20261207 138****8001'"),
+            ("b'moments-2026120713800138001'", "b'moments-202************8001'"),
+            (r"b'\x0613800138001t495161564fa'", r"b'\x06138****8001t495161564fa'"),
+        ],
+    )
+    def test_a_number_beside_a_name_in_a_bytes_literal_is_masked(
+        self, named: None, text: str, expected: str
+    ) -> None:
+        assert mask_text(text) == expected
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("moments-20261207.13800138001", "moments-20261207.138****8001"),
+            ("t495161564fa.13800138001 joined", "t495161564fa.138****8001 joined"),
+        ],
+    )
+    def test_a_number_after_a_name_and_a_dot_is_no_fraction(
+        self, named: None, text: str, expected: str
+    ) -> None:
+        """`moments-20261207.13800138001` showed whole: the digits after the name's last
+        digit and a dot were read as a decimal fraction's."""
+        assert mask_text(text) == expected
+
+    def test_a_fraction_still_stays(self, named: None) -> None:
+        text = "took 20261207.13800138001 drift=-0.00512345678 t=3.13800138001"
+        assert mask_text(text) == "took 202*1207.13800138001 drift=-0.00512345678 t=3.13800138001"
+
     def test_a_name_of_digits_alone_keeps_nothing(self) -> None:
         """An app id of digits alone could equal a subscriber's number."""
         install_pii_masking(True, names=[SUB])
