@@ -683,7 +683,12 @@ def _names_pattern(names: tuple[str, ...] | list[str]) -> re.Pattern[str] | None
     touched = {
         name
         for name in names
-        if any(c.isalpha() for c in name) and _patterns()[0].sub(_mask_match, name) != name
+        if any(c.isalpha() for c in name)
+        and (
+            _patterns()[0].sub(_mask_match, name) != name
+            # in a bytes literal a run of 5 digits is masked too (`b'moments-12345'`)
+            or _BYTES_TOKEN.sub(_mask_bytes_token, name) != name
+        )
     }
     kept = sorted(touched, key=len, reverse=True)
     if not kept:

@@ -1241,6 +1241,15 @@ class TestConfiguredNames:
     ) -> None:
         assert mask_text(text) == expected
 
+    def test_a_name_whose_digits_only_a_bytes_literal_masks_stays_there(self) -> None:
+        """A run of 5 or 6 digits stays in free text but not in a bytes literal: such a
+        name was left out of the names kept, and `b'moments-12345'` read `b'moments-*****'`."""
+        install_pii_masking(True, names=["moments-12345"])
+        try:
+            assert mask_text("b'moments-12345' b'97531'") == "b'moments-12345' b'*****'"
+        finally:
+            install_pii_masking(True)
+
     @pytest.mark.parametrize(
         ("text", "expected"),
         [
