@@ -1156,6 +1156,26 @@ class TestMaskText:
     def test_groups_after_a_hex_string_stay(self, text: str) -> None:
         assert mask_text(text) == text
 
+    def test_a_line_without_a_digit_is_not_read_by_the_pattern(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The masker runs on every line, most of them without a digit: there it tried
+        each alternative of its pattern at every letter, for nothing to mask."""
+        from moments import logmask
+
+        def no_pattern() -> None:
+            raise AssertionError("the text pattern was run on a line without a digit")
+
+        monkeypatch.setattr(logmask, "_patterns", no_pattern)
+        line = "consumer group moments is rebalancing: b'key' {'msisdn': None} \u00e9"
+        assert mask_text(line) == line
+
+    def test_a_digit_of_another_script_is_still_read(self) -> None:
+        """The pattern's `\\d` reads any script's digits (full width ones): so must the
+        look for a digit before it, or such a number shows whole."""
+        wide = "".join(chr(0xFF10 + int(d)) for d in SUB)
+        assert mask_text(f"call {wide}") == f"call {wide[:3]}****{wide[-4:]}"
+
     def test_a_threads_ident_stays_readable_a_number_like_it_is_masked(self) -> None:
         """A stack dump (SIGUSR1) names each thread by its ident: no person's number, and
         masked, the dump's threads were alike (`140********2896`)."""
@@ -1228,6 +1248,15 @@ class TestConfiguredNames:
         digits or more there was masked (`b'moments-202*1207'`), names too."""
         assert mask_text(text) == text
 
+    def test_a_name_whose_digits_only_a_bytes_literal_masks_stays_there(self) -> None:
+        """A run of 5 or 6 digits stays in free text but not in a bytes literal: such a
+        name was left out of the names kept, and `b'moments-12345'` read `b'moments-*****'`."""
+        install_pii_masking(True, names=["moments-12345"])
+        try:
+            assert mask_text("b'moments-12345' b'97531'") == "b'moments-12345' b'*****'"
+        finally:
+            install_pii_masking(True)
+
     @pytest.mark.parametrize(
         ("text", "expected"),
         [
@@ -1240,15 +1269,6 @@ class TestConfiguredNames:
         self, named: None, text: str, expected: str
     ) -> None:
         assert mask_text(text) == expected
-
-    def test_a_name_whose_digits_only_a_bytes_literal_masks_stays_there(self) -> None:
-        """A run of 5 or 6 digits stays in free text but not in a bytes literal: such a
-        name was left out of the names kept, and `b'moments-12345'` read `b'moments-*****'`."""
-        install_pii_masking(True, names=["moments-12345"])
-        try:
-            assert mask_text("b'moments-12345' b'97531'") == "b'moments-12345' b'*****'"
-        finally:
-            install_pii_masking(True)
 
     @pytest.mark.parametrize(
         ("text", "expected"),
