@@ -72,7 +72,8 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   `8613800138000abc`, `id13800138000`, `8613800138000a1` are numbers glued to a word,
   masked) or a decimal fraction: the net for an
   MSISDN, IMEI or called number in free text. After a URL's escape (`%2B8613800138001`,
-  a `+`) its digits are a number's, not a hex string's (letters on it too:
+  a `+`, escaped twice too: `%252B8613800138001`) its digits are a number's, not a hex
+  string's (letters on it too:
   `+8613800138001abc` reads `+861******8001abc`), and the escape's own are none of
   the number's (`%2213800138001` reads `%22138****8001`). Numbers of 7 digits and more (offsets,
   byte sizes) are masked too, the price of not knowing which number is personal. A UUID
@@ -577,6 +578,18 @@ def _mask_more_item(match: re.Match[str]) -> str:
 
 
 _URL_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+_URL_ESCAPE_TWICE = re.compile(r"%(?:25){0,2}[0-9A-Fa-f]{2}")
+"""A URL's escape, once or twice escaped again: `%2B`, `%252B`, `%25252B`."""
+
+
+def _escape_start(text: str, start: int) -> int:
+    """Where the URL's escape that ends at `start` starts (`%2B`, `%252B` of
+    `q=%252B8613800138001`), or `start` where none ends there: its hex digits are none of
+    a hex string's."""
+    for length in (3, 5, 7):
+        if start >= length and _URL_ESCAPE_TWICE.fullmatch(text, start - length, start):
+            return start - length
+    return start
 
 
 def _mask_grouped(number: str) -> str:
@@ -625,7 +638,9 @@ def _mask_match(match: re.Match[str]) -> str:
     if (spaced := match.group("spaced")) is not None:  # a number written in groups
         if match.group("glued") is not None:
             if _glued_to_hex(match.string, match.start()):
-                return spaced
+                # its first digit a hex string's: what follows read again without it
+                # (`9f8e7d6c5b4a1-13800138001` masks the run of digits)
+                return spaced[0] + _masked_span(match.string, match.start() + 1, match.end())
             # the word's own digits are no country code: `v2 138 0013 8001`
             head = _GLUED_HEAD.match(spaced)
             if head is not None and _grouped_pattern().fullmatch(spaced, head.end()):
@@ -657,8 +672,22 @@ def _grouped_pattern() -> re.Pattern[str]:
 def _glued_to_hex(text: str, start: int) -> bool:
     """Whether the number in groups at `start`, glued to a word, ends a hex string (a hex
     letter before it and a digit past the letters: `commit 9f8e7d6c5b4a392 1706 5443`)
-    rather than a word (`id138-0013-8001`, `user_138 0013 8001`: masked)."""
+    rather than a word (`id138-0013-8001`, `user_138 0013 8001`: masked) or a URL's
+    escape (`%252B86 138 0013 8001`, a `+` escaped twice)."""
+    if _escape_start(text, start) != start:
+        return False
     return _hex_letter(text, start - 1) and _digit_past_letters(text, start - 1, -1)
+
+
+def _masked_span(text: str, start: int, end: int) -> str:
+    """`text[start:end]` masked as the text pattern reads it in `text` (what stands before
+    `start` seen by its look-backs)."""
+    pattern, parts, at = _patterns()[0], [], start
+    for found in pattern.finditer(text, start, end):
+        parts += [text[at : found.start()], _mask_match(found)]
+        at = found.end()
+    parts.append(text[at:end])
+    return "".join(parts)
 
 
 def _in_name(text: str, start: int, end: int) -> bool:
@@ -721,7 +750,7 @@ def _in_hex(text: str, start: int, end: int) -> bool:
     number's. The hex digits of a URL's escape before them are none of the string's
     (`%2A8613800138000abc`). Nor is a run of 10 digits or more in a hex string of 13 to 15
     characters (`_HEX_ID_GAP`), no hex id's length: `8613800138000a1` is masked."""
-    before = start - 3 if start >= 3 and _URL_ESCAPE.fullmatch(text, start - 3, start) else start
+    before = _escape_start(text, start)
     if not (_hex_letter(text, before - 1) or _hex_letter(text, end)):
         return False
     if not (_digit_past_letters(text, before - 1, -1) or _digit_past_letters(text, end, 1)):

@@ -759,6 +759,19 @@ class TestMaskText:
         ],
     )
     def test_a_url_escape_is_none_of_a_number_s_digits(self, text: str, expected: str) -> None:
+        assert mask_text(text) == expected
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("q=%252B8613800138001", "q=%252B861******8001"),
+            ("q=%25252B8613800138001", "q=%25252B861******8001"),
+        ],
+    )
+    def test_a_plus_escaped_twice_is_no_hex_string(self, text: str, expected: str) -> None:
+        """`%252B8613800138001` (a `+` escaped twice, as a URL logged inside another's
+        query writes it) showed whole: the escape's `B` and the `2` before it read as a
+        hex string's letters and digits, where `%2B` alone was known as a URL's."""
         """`%2213800138001%22` showed `%221******8001%22`: the escape's `22` was read as the
         number's first digits, and the number's own were masked one place late."""
         assert mask_text(text) == expected
@@ -1137,6 +1150,10 @@ class TestMaskText:
             # a word's own digits are no country code of the number after them
             ("build v2 138 0013 8001", "build v2 138****8001"),
             ("node3 130 0000 0000 up", "node3 130****0000 up"),
+            # glued to a hex string or a URL's escape, the number after it is still read
+            ("9f8e7d6c5b4a1-13800138001", "9f8e7d6c5b4a1-138****8001"),
+            ("tel%253A%252B86-13800138001", "tel%253A%252B86-138****8001"),
+            ("q=x%252B86 138 0013 8001", "q=x%252B86 138****8001"),
         ],
     )
     def test_a_number_in_groups_glued_to_a_word_is_masked(self, text: str, expected: str) -> None:
