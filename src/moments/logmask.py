@@ -854,6 +854,7 @@ def clean_text(text: str) -> str:
 
 _ID_STRING = re.compile(r"\d{5,}")
 _MAX_DEPTH = 20
+_SEVEN_DIGITS_AT_LEAST = 1_000_000
 """Deeper than this a structured value is cleaned as its repr (which also stops at cycles)."""
 
 
@@ -861,7 +862,8 @@ def clean_data(value: Any, field: object = None, depth: int = 0) -> Any:
     """A structured log value (a dict logged as the message, an `extra=`) cleaned as a
     message is, at any depth: strings and keys as text (a string of 5 digits or more as a
     quoted one), whole numbers an id's length masked as they would be in text, any value
-    under an id field name masked whatever its length, and other objects (bytes,
+    under an id field name masked whatever its length (a float's too), a whole number held
+    as a float (`13800138001.0`) as the int it is, and other objects (bytes,
     exceptions, models) by their text. JSON's own types stay what they are otherwise, so
     a count is still a number."""
     if (
@@ -869,11 +871,18 @@ def clean_data(value: Any, field: object = None, depth: int = 0) -> Any:
         and isinstance(field, str)
         and _ID_FIELD.search(field)
         and not _ID_COUNT.search(field)  # `msisdn_count`: a count, never an id
-        and isinstance(value, str | int | bytes)
+        and isinstance(value, str | int | bytes | float)
         and not isinstance(value, bool)  # a flag (`has_msisdn`), never an id
     ):
+        if isinstance(value, float) and value.is_integer():  # an id read as a float
+            value = int(value)
         number = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
         return mask_msisdn(number)
+    if isinstance(value, float) and value.is_integer() and abs(value) >= _SEVEN_DIGITS_AT_LEAST:
+        # a whole number of 7 digits or more held as a float (an id read from a float
+        # column: `13800138001.0`), cleaned as the int it is; a duration or a timestamp has
+        # a fraction and stays
+        return clean_data(int(value), field, depth)
     if value is None or isinstance(value, bool | float | datetime.date | datetime.time):
         return value
     if isinstance(value, int) and isinstance(field, str) and _patterns()[1].fullmatch(field):

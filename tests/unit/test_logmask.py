@@ -1595,6 +1595,28 @@ class TestJsonLines:
         for clear in (SUB, SHORT6):
             assert clear not in line
 
+    def test_an_id_held_as_a_float_is_masked(self, masking: None) -> None:
+        """An id read from a float column (`13800138001.0`) went into the JSON line as it
+        was, under an id's name too, where the text line masks it (`138****8001.0`); a
+        float with a fraction (a duration, a timestamp) stays a number."""
+
+        def log_extras(logger: logging.Logger) -> None:
+            logger.warning(
+                "row",
+                extra={
+                    "row": {"msisdn": float(SUB), "caller": float(SUB), "took_s": 1.5},
+                    "at": 1765100000.125,
+                    "offset": 48213377.0,
+                },
+            )
+
+        (line,) = self.lines(json_formatter(), log_extras).splitlines()
+        fields = orjson.loads(line)
+        assert fields["row"] == {"msisdn": "138****8001", "caller": "138****8001", "took_s": 1.5}
+        assert fields["at"] == 1765100000.125
+        assert fields["offset"] == 48213377
+        assert SUB not in line
+
     def test_a_short_id_under_its_field_name_in_any_case(self, masking: None) -> None:
         """An id under `SUBSCRIBER_ID` or `subscriberId` (a Java client's record, logged as
         an `extra=`) stayed in clear when short and a number; `subscriber_id` was masked."""
