@@ -53,7 +53,8 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   dashes, `1-800-138-001`, more groups with dashes after it too, `1-800-138-001-002`), and
   any groups of 2
   to 6 digits after a `+` and a country code (not starting with 0: `+004 53 49` stays), 7
-  digits or more in all: `+44 20 7946 0958`; in a URL `138+0013+8001`,
+  digits or more in all: `+44 20 7946 0958`, with dots too, `+86.138.0013.8001`; in a URL
+  `138+0013+8001`,
   `138%200013%208001`; from its `+` after a word too: `id+86 10 8888 6666`, glued to a
   word from its first digit, `id138-0013-8001`, `user_138 0013 8001`, the word's own
   digits no country code, `v2 138 0013 8001`, but not ending a hex string, `9f8e7d6c5b4a392
@@ -322,7 +323,10 @@ _GROUPED = (
     # and after any code with dashes only (`1-800-138-001`): a row of numbers is written
     # with spaces or commas; any groups after it with dashes are the number's too
     # (`1-800-138-001-002` was read from its `800`, the code's `1` shown apart)
-    r"|\d{1,3}-\d{3}-\d{3}-\d{3}(?:-\d+)*(?!\d))"
+    r"|\d{1,3}-\d{3}-\d{3}-\d{3}(?:-\d+)*(?!\d)"
+    # with dots after a `+` and its country code (`+86.138.0013.8001`, `+1.415.555.2671`),
+    # 7 digits or more: a version or an address has no `+`
+    r"|\+(?=[1-9](?:\.?\d){6})\d{1,3}(?:\.\d{2,6}){2,4})"
     # ends where its digits do, whatever follows: letters or a fraction on it (`138 0013
     # 8001abc`, `.5`, an extension's `x12`) stay as they are, and it is masked. Refused
     # there, it showed whole, and `+86 10 1300 0000abc` backed off to `+86 10 1300`

@@ -764,6 +764,26 @@ class TestMaskText:
     @pytest.mark.parametrize(
         ("text", "expected"),
         [
+            ("call +86.138.0013.8001 now", "call 861******8001 now"),
+            ("call +1.415.555.2671", "call 141****2671"),
+            ('{"to": "+86.10.8888.6666"}', '{"to": "861*****6666"}'),
+            ("caller=x+86.138.0013.8001.5", "caller=x861******8001.5"),
+        ],
+    )
+    def test_a_number_with_dots_after_a_plus_and_its_code(self, text: str, expected: str) -> None:
+        """`+86.138.0013.8001` showed whole: dots were read between a mobile number's groups
+        (`138.0013.8001`), not after a country code."""
+        assert mask_text(text) == expected
+
+    @pytest.mark.parametrize(
+        "text", ["aiokafka 0.10.0 on 10.0.0.1:9092", "v+1.2.3", "version 2.8.1.20261207"]
+    )
+    def test_a_version_or_an_address_with_dots_stays(self, text: str) -> None:
+        assert mask_text(text) == text
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
             ("q=%252B8613800138001", "q=%252B861******8001"),
             ("q=%25252B8613800138001", "q=%25252B861******8001"),
         ],
