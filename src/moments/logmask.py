@@ -516,11 +516,15 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
         + _UUID
         + r""")
     | (?=[+\d(%])(?:(?<![\w.+%])|(?<=%[0-9A-Fa-f]{2})|(?<=[\w.])(?=\+)
-      |(?P<glued>(?<=[A-Za-z_])(?<!\d[xX])|(?<=[A-Za-z_]\.)))(?P<spaced>"""
+      |(?P<glued>(?<=[A-Za-z_])(?<!\d[xX])|(?<=[A-Za-z_]\.))(?=[(%]|\d+[- .+%]))
+      (?P<spaced>"""
         + _GROUPED
         + r""")  # 138-0013-8001, from its `+` after a word too (`id+86 10 8888 6666`),
       # glued to a word (`id138-0013-8001`; not to an extension's `x`: `8001x12 612 345
-      # 678` is two numbers), unless in a hex string (_glued_to_hex)
+      # 678` is two numbers), unless in a hex string (_glued_to_hex); a separator after
+      # its first digits looked for first: in a hex id's every digit after a letter the
+      # shapes were tried for none (a line with a task id and a trace id cost 40% more),
+      # and a run of digits alone is read by the branch below
     | (?=\d)(?:(?<![\d%])|(?<=%[0-9A-Fa-f]{2}))  # after %2B (URLs)
       (?:(?<!\d\.)(?:(?:(?<=\+)|(?<=%2[Bb]))\d{7,}(?!\d)  # after a plus: a word on it
         |(?P<long>\d{7,})(?!\d))      # free text, unless in a hex string (_in_hex)
@@ -619,9 +623,12 @@ def _mask_match(match: re.Match[str]) -> str:
         at = match.start("body")
 
         def token(found: re.Match[str]) -> str:  # a configured name's digits stay
-            if _in_name(match.string, at + found.start(), at + found.end()):
+            masked = _mask_bytes_token(found)  # an escape (`\x00`) as it is: no name looked up
+            if masked != found.group(0) and _in_name(
+                match.string, at + found.start(), at + found.end()
+            ):
                 return found.group(0)
-            return _mask_bytes_token(found)
+            return masked
 
         return f"b{quote}{_BYTES_TOKEN.sub(token, body)}{quote}"
     if match.group("container") is not None:  # every id inside, whatever else it holds
