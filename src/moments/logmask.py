@@ -88,7 +88,7 @@ topic prefix, a topic's name: `moments-20261207`, `t495161564fa.telecom.roaming`
 aiokafka's DEBUG lines write a topic): a log that names a topic names the one to look at.
 A number glued to one is glued to a word, masked: `t495161564fa13800138001`, the name's
 letters and digits no hex string's; so is one after a name's last digit and a dot, no
-decimal fraction: `moments-20261207.13800138001`.
+decimal fraction: `moments-20261207.13800138001`, `moments-20261207.138 0013 8001`.
 
 Left alone: a number right after a setting's name or one ending in a unit or `_count`
 (`ledger_ttl_seconds=34560000`, `MOMENTS_ROCKSDB_BLOCK_CACHE_MIB: 64`, `took_ms=...`, and
@@ -516,7 +516,8 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
         + _UUID
         + r""")
     | (?=[+\d(%])(?:(?<![\w.+%])|(?<=%[0-9A-Fa-f]{2})|(?<=[\w.])(?=\+)
-      |(?P<glued>(?<=[A-Za-z_])(?<!\d[xX])|(?<=[A-Za-z_]\.))(?=[(%]|\d+[- .+%]))
+      |(?P<glued>(?<=[A-Za-z_])(?<!\d[xX])|(?<=[A-Za-z_]\.))(?=[(%]|\d+[- .+%])
+      |(?P<afterdot>(?<=\d\.))(?=\d+[- .+%]))
       (?P<spaced>"""
         + _GROUPED
         + r""")  # 138-0013-8001, from its `+` after a word too (`id+86 10 8888 6666`),
@@ -524,7 +525,8 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
       # 678` is two numbers), unless in a hex string (_glued_to_hex); a separator after
       # its first digits looked for first: in a hex id's every digit after a letter the
       # shapes were tried for none (a line with a task id and a trace id cost 40% more),
-      # and a run of digits alone is read by the branch below
+      # and a run of digits alone is read by the branch below; after a configured name's
+      # last digit and a dot too (`moments-20261207.138 0013 8001`), no fraction's
     | (?=\d)(?:(?<![\d%])|(?<=%[0-9A-Fa-f]{2}))  # after %2B (URLs)
       (?:(?<!\d\.)(?:(?:(?<=\+)|(?<=%2[Bb]))\d{7,}(?!\d)  # after a plus: a word on it
         |(?P<long>\d{7,})(?!\d))      # free text, unless in a hex string (_in_hex)
@@ -656,6 +658,10 @@ def _mask_match(match: re.Match[str]) -> str:
             head = _GLUED_HEAD.match(spaced)
             if head is not None and _grouped_pattern().fullmatch(spaced, head.end()):
                 return head.group(0) + _mask_grouped(spaced[head.end() :])
+        if match.group("afterdot") is not None and not _in_name(
+            match.string, match.start() - 2, match.start() - 1
+        ):  # a decimal fraction's first digit: what follows read again without it
+            return spaced[0] + _masked_span(match.string, match.start() + 1, match.end())
         return _mask_grouped(spaced)
     if match.group("fraction") is not None and not _in_name(
         match.string, match.start() - 2, match.start() - 1

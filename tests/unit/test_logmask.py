@@ -1312,6 +1312,8 @@ class TestConfiguredNames:
         [
             ("moments-20261207.13800138001", "moments-20261207.138****8001"),
             ("t495161564fa.13800138001 joined", "t495161564fa.138****8001 joined"),
+            ("moments-20261207.138 0013 8001", "moments-20261207.138****8001"),
+            ("moments-20261207.+86-138-0013-8001", "moments-20261207.861******8001"),
         ],
     )
     def test_a_number_after_a_name_and_a_dot_is_no_fraction(
@@ -1324,6 +1326,19 @@ class TestConfiguredNames:
     def test_a_fraction_still_stays(self, named: None) -> None:
         text = "took 20261207.13800138001 drift=-0.00512345678 t=3.13800138001"
         assert mask_text(text) == "took 202*1207.13800138001 drift=-0.00512345678 t=3.13800138001"
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("took 3.14 13800138001", "took 3.14 138****8001"),
+            ("took 0.5 130 0000 0000", "took 0.5 130****0000"),
+            ("aiokafka 2.8.1 on 10.0.0.1:9092", "aiokafka 2.8.1 on 10.0.0.1:9092"),
+        ],
+    )
+    def test_a_number_after_a_fraction_is_still_read(
+        self, named: None, text: str, expected: str
+    ) -> None:
+        assert mask_text(text) == expected
 
     def test_a_name_of_digits_alone_keeps_nothing(self) -> None:
         """An app id of digits alone could equal a subscriber's number."""
