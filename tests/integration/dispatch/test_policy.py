@@ -16,6 +16,7 @@ from rules.gating import FrequencyCap
 from sinks.capacity import next_day_start
 from sinks.policy import DispatchPolicy
 from sinks.timegates import SUSPENDED_LAST_LOOK_S, SUSPENDED_POLL_S
+from tests.unit.fakes import Clock as FakeClock
 from tests.unit.fakes import ReactivatedMeanwhile
 
 from .conftest import (
@@ -23,6 +24,7 @@ from .conftest import (
     NOW,
     MakeWorker,
     ids,
+    pinned_clock,
     published,
     task,
 )
@@ -677,7 +679,25 @@ def quiet_end(due: dt.datetime) -> dt.datetime:
 class TestQuietHoursWhenHeld:
     """Gating judged a task's quiet hours when it was made; whatever held it afterwards
     (the merge window, the contact cap, capacity, a retry's wait) may bring it up at
-    another hour, and dispatch judges them again then: it waits for their end."""
+    another hour, and dispatch judges them again then: it waits for their end.
+
+    The sinks' clock stands at the test's start (`pinned_clock`), and the times a test
+    expects are read from it: read again from the wall clock, a test could name another
+    instant than the sink had decided by, another day after midnight UTC (flakes)."""
+
+    @pytest.fixture(params=["now", "before_midnight"])
+    def sink_clock(self, request: pytest.FixtureRequest) -> FakeClock:
+        """Standing now; or at the last second of today (UTC), where a clock read a moment
+        later is in the next day."""
+        clock = pinned_clock()
+        if request.param == "before_midnight":
+            day = dt.datetime.fromtimestamp(clock.now, dt.UTC).date() + dt.timedelta(days=1)
+            clock.now = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp() - 1
+        return clock
+
+    @staticmethod
+    def now(clock: FakeClock) -> dt.datetime:
+        return dt.datetime.fromtimestamp(clock.now, dt.UTC)
 
     async def held_then_quiet(
         self, w: Any, task_id: str, due: dt.datetime, before: list[str] | None = None
@@ -701,26 +721,32 @@ class TestQuietHoursWhenHeld:
         assert instant(out["deliver_after"]) == end
         assert await w.ledger.state(task_id) == "sent"
 
-    async def test_after_the_merge_window(self, make_worker: MakeWorker) -> None:
+    async def test_after_the_merge_window(
+        self, make_worker: MakeWorker, sink_clock: FakeClock
+    ) -> None:
         w = make_worker()  # calls held 30 minutes
-        due = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=30)
+        due = self.now(sink_clock) + dt.timedelta(minutes=30)
         call = task("w1", sub="13100000001", channel=Channel.OUTBOUND_CALL)
         await w.send(call.model_copy(update={"quiet_hours": quiet_around(due)}))
         await self.held_then_quiet(w, "w1", due)
 
-    async def test_after_the_contact_cap(self, make_worker: MakeWorker) -> None:
+    async def test_after_the_contact_cap(
+        self, make_worker: MakeWorker, sink_clock: FakeClock
+    ) -> None:
         w = make_worker(
             DispatchPolicy.model_validate({"contact": {"max_contacts": 1, "period": "2h"}})
         )
         sub = "13100000002"
         await w.send(task("k1", sub=sub))
-        due = dt.datetime.now(dt.UTC) + 2 * HOUR
+        due = self.now(sink_clock) + 2 * HOUR
         capped = task("k2", sub=sub, moment_type="b")
         await w.send(capped.model_copy(update={"quiet_hours": quiet_around(due)}))
         await self.held_then_quiet(w, "k2", due, before=["k1"])
 
-    async def test_after_capacity_defers_it_to_the_next_day(self, make_worker: MakeWorker) -> None:
-        release = (dt.datetime.now(dt.UTC) + 3 * HOUR).replace(second=0, microsecond=0)
+    async def test_after_capacity_defers_it_to_the_next_day(
+        self, make_worker: MakeWorker, sink_clock: FakeClock
+    ) -> None:
+        release = (self.now(sink_clock) + 3 * HOUR).replace(second=0, microsecond=0)
         policy = DispatchPolicy.model_validate(
             {
                 "timezone": "UTC",
@@ -733,23 +759,25 @@ class TestQuietHoursWhenHeld:
         )
         w = make_worker(policy)
         await w.send(task("c1", sub="13100000003", channel=Channel.MANAGER))
-        due = next_day_start(dt.datetime.now(dt.UTC), policy.zone, policy.next_day_at)
+        due = next_day_start(self.now(sink_clock), policy.zone, policy.next_day_at)
         over = task("c2", sub="13100000004", channel=Channel.MANAGER)
         await w.send(over.model_copy(update={"quiet_hours": quiet_around(due)}))
         await self.held_then_quiet(w, "c2", due, before=["c1"])
 
-    async def test_after_a_retry_s_wait(self, make_worker: MakeWorker) -> None:
+    async def test_after_a_retry_s_wait(
+        self, make_worker: MakeWorker, sink_clock: FakeClock
+    ) -> None:
         w = make_worker()
-        due = (dt.datetime.now(dt.UTC) + HOUR).replace(microsecond=0)
+        due = self.now(sink_clock) + HOUR
         retry = task("r1", sub="13100000005", deliver_after=due, deferred="unreachable_retry")
         await w.send(retry.model_copy(update={"quiet_hours": quiet_around(due)}))
         await self.held_then_quiet(w, "r1", due)
 
     async def test_quiet_hours_that_outlast_it_drop_it_as_expired(
-        self, make_worker: MakeWorker
+        self, make_worker: MakeWorker, sink_clock: FakeClock
     ) -> None:
         w = make_worker()
-        due = (dt.datetime.now(dt.UTC) + HOUR).replace(microsecond=0)
+        due = self.now(sink_clock) + HOUR
         retry = task(
             "x1",
             sub="13100000006",
