@@ -42,10 +42,10 @@ if "worker" in sys.argv:
         time.sleep(0.5)  # the modules done importing
         Runtime, TaskSink, Consumer = runtime.Runtime, dispatch.TaskSink, consumer.BatchConsumer
         handle, flush, take, sweep = Runtime.handle, TaskSink.flush, Consumer.take, Runtime.sweep
-        async def traced_handle(self, records, store):
+        async def traced_handle(self, records, *args, **kwargs):
             t0, c0 = time.time(), time.thread_time()
             _now["acked"] = 0.0
-            result = await handle(self, records, store)
+            result = await handle(self, records, *args, **kwargs)
             stamps = [r.timestamp_ms for r in records if r.timestamp_ms] or [0]
             _rows.append(("B", t0, time.time(), len(records), time.thread_time() - c0,
                           _now["acked"] or time.time(), min(stamps) / 1000,

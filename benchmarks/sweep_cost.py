@@ -44,7 +44,7 @@ def main() -> None:
 
     def timed_sweep(label: str) -> None:
         started = time.perf_counter()
-        result = sweep(detector, store.items([0]), lambda _p: at, now)
+        result = sweep(detector, store.items([0]), lambda _p: at, now, store.reread)
         took = time.perf_counter() - started
         print(
             f"{label:<28} {took * 1e3:7.0f} ms  {took / count * 1e6:5.1f} µs/record  "
