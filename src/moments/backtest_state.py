@@ -24,7 +24,7 @@ from collections.abc import Collection, Iterator, Mapping
 from moments.batchresult import StateChange
 from moments.engine import Detector
 from moments.state import SubscriberState
-from moments.store import NOTHING_PENDING, Census, StateWrite
+from moments.store import NOTHING_PENDING, Census, StateWrite, read_swept
 from moments.sweep import next_sweep
 
 
@@ -114,6 +114,8 @@ class BacktestState:
         self.index = SweepIndex()
         self.census: dict[int, Census] = {}
         """Not kept: the records are objects here, not stored bytes."""
+        self._before: dict[str, bytes] = {}
+        """The JSON of each record `due` gave the sweep, as it was before: `reread`'s."""
 
     def load(self, subscriber_id: str) -> SubscriberState | None:
         return self.records.get(subscriber_id)
@@ -148,16 +150,27 @@ class BacktestState:
             yield sub, state, 0
 
     def reread(self, subscriber_id: str) -> SubscriberState | None:
-        """The record itself: no other copy is kept. Written by the detector, never read
-        from bytes, a record here has no damaged field for `mend` to reset: a sweep's
-        failure on one is the rules', and the record is not swept again."""
-        return self.records.get(subscriber_id)
+        """The record as it was before the sweep `due` gave it to (the sweep asks when it
+        failed on it), put back in place of the object it left half-changed, as the stream
+        reads its stored bytes anew: mended and swept again, or kept as it was for the next
+        sweep. Handed the object itself, a retry found the day marked looked at and its
+        windows closed by the failed pass, and the day's tasks were lost (the stream made
+        them). A record `due` did not give (the full sweep of `items`): the object."""
+        before = self._before.pop(subscriber_id, None)
+        if before is None:
+            return self.records.get(subscriber_id)
+        state = read_swept(before)
+        self.records[subscriber_id] = state
+        self.index.touch(subscriber_id)
+        return state
 
     def due(self, detector: Detector, at: int) -> list[tuple[str, SubscriberState, int]]:
         """The records a sweep to `at` can change, in the order `items` gives them; the
-        others would come out of it unchanged (but for the CHECKED_DAY marker)."""
+        others would come out of it unchanged (but for the CHECKED_DAY marker). Each one's
+        JSON is kept until the next `due`, for `reread`."""
         records = self.records
         found = self.index.due(detector, at, records)
+        self._before = {sub: records[sub].to_json() for sub in found}
         return [(sub, records[sub], 0) for sub in sorted(found, key=self._rank.__getitem__)]
 
     def next_due(self, detector: Detector, at: int) -> float:

@@ -13,19 +13,24 @@ from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import moments.sweep
 from moments.backtest_state import BacktestState
 from moments.batchresult import StateChange
 from moments.engine import Detector
 from moments.models import EventType
 from moments.pipeline import to_records
 from moments.state import SubscriberState
+from moments.statezip import pack, unpack
+from moments.store import DictStateStore
 from moments.sweep import CHECKED_DAY, next_sweep, sweep
 from rules.catalog import RuleSet
 
-from .rules.helpers import rules_from
+from .rules.helpers import SUB, at, ev, rules_from
 
 ZONES = [
     "Asia/Shanghai",
@@ -288,3 +293,66 @@ def test_a_sweep_that_closes_nothing_marks_the_day_without_saving() -> None:
     assert sub not in [s for s, _, _ in store.due(detector, evening + 3600)]
     assert sub not in [s for s, _, _ in store.due(detector, int(midnight) - 1)]
     assert sub in [s for s, _, _ in store.due(detector, int(midnight))]
+
+
+class TestSweepRetry:
+    """A sweep that fails on a record tries it again from the record as it was before
+    (`StateStore.reread`), as the stream reads its stored bytes anew. The backtest's
+    `reread` gave the object the failed pass had changed: the day marked looked at, its
+    windows closed, so the retry made none of the day's tasks the stream made."""
+
+    SWEPT_AT = int(dt.datetime(2026, 11, 5, 12, tzinfo=dt.UTC).timestamp())
+
+    @staticmethod
+    def stores(**damaged: Any) -> tuple[Detector, DictStateStore, BacktestState]:
+        """A stream's store and the backtest's, one subscriber (a birthday on the sweep's
+        day, data used four days before) in each, with these stored fields replaced."""
+        detector = Detector(rule_set(9), {t.value: t for t in EventType})
+        events = [
+            ev(EventType.PROFILE, at("2026-11-01"), timezone="Asia/Shanghai", birthday="11-05"),
+            ev(EventType.USAGE, at("2026-11-01"), kind="data"),
+        ]
+        stream, backtest = DictStateStore(cache_capacity=0), BacktestState()
+        for store in (stream, backtest):
+            store.save(detector.process(to_records(events, offsets={}), store.load, None).changes)
+        doc = orjson.loads(unpack(stream.data[SUB])) | damaged
+        stream.data[SUB] = pack(orjson.dumps(doc))
+        backtest.save({SUB: StateChange(SubscriberState.from_bytes(stream.data[SUB]), 0)})
+        return detector, stream, backtest
+
+    def test_a_record_mended_on_its_retry_makes_the_day_s_tasks_as_the_stream(self) -> None:
+        detector, stream, backtest = self.stores(d="x")  # special_day: not a day number
+        when = self.SWEPT_AT
+        want = sweep(detector, stream.items([0]), lambda _p: when, None, stream.reread)
+        got = sweep(detector, backtest.due(detector, when), lambda _p: when, None, backtest.reread)
+        assert want.damaged == got.damaged == {SUB: "special_day"}
+        assert [t.moment.type for t in want.tasks] == [
+            "busy_day",
+            "quiet_day",
+            "busy_week",
+            "birthday",
+        ]
+        assert [t.model_dump() for t in got.tasks] == [t.model_dump() for t in want.tasks]
+        stream.save(want.changes)
+        backtest.save(got.changes)
+        assert backtest.records[SUB] == SubscriberState.from_bytes(stream.data[SUB])
+
+    def test_a_record_the_rules_failed_on_stays_as_it_was(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Not written, as on the stream: the next sweep tries it whole again."""
+        detector, _, backtest = self.stores()
+        before = backtest.records[SUB].to_json()
+
+        def fails(*_args: Any) -> bool:
+            raise RuntimeError("a rule's fault")
+
+        monkeypatch.setattr(moments.sweep, "special_days", fails)  # after the windows closed
+        when = self.SWEPT_AT
+        result = sweep(
+            detector, backtest.due(detector, when), lambda _p: when, None, backtest.reread
+        )
+        assert [str(e) for e in result.failures] == ["a rule's fault"]
+        assert result.changes == {}
+        assert backtest.records[SUB].to_json() == before
+        assert SUB in [s for s, _, _ in backtest.due(detector, when + 3600)]  # tried again
