@@ -23,9 +23,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
 LI = "13800138001"
-DAYTIME = daytime_zone(dt.datetime.now(dt.UTC))
-"""A zone where it is daytime now, so quiet hours (21:00-08:00 local) hold no task back
-whenever the suite runs."""
+
+
+def daytime() -> str:
+    """A zone where it is daytime now, so quiet hours (21:00-08:00 local) hold no task back
+    whenever the test runs. Chosen once at collection, it could be 17:59 there then, and a
+    test run three hours later in the session found quiet hours (flakes)."""
+    return daytime_zone(dt.datetime.now(dt.UTC))
+
 
 RULE = """
 rules:
@@ -49,7 +54,7 @@ def roaming(event_id: str, country: str) -> tuple[str, str, dict[str, Any]]:
         "occurred_at": ago(minutes=5),
         "country": country,
         "roaming_type": "international",
-        "timezone": DAYTIME,  # the visited place's time: quiet hours hold nothing back
+        "timezone": daytime(),  # the visited place's time: quiet hours hold nothing back
     }
     return ("roaming", LI, value)
 
@@ -64,7 +69,7 @@ async def test_a_silent_subscriber_gets_the_absence_task_from_the_wall_clock(
     worker = start_worker(settings)
     last_seen = ago(days=8)
     usage = {"event_id": "u1", "subscriber_id": LI, "occurred_at": last_seen, "kind": "data"}
-    home = {"event_id": "p1", "subscriber_id": LI, "occurred_at": last_seen, "timezone": DAYTIME}
+    home = {"event_id": "p1", "subscriber_id": LI, "occurred_at": last_seen, "timezone": daytime()}
     await produce(settings, [("profile", LI, home), ("usage", LI, usage)])
     # No more events: only the quiet partition's wall clock can close the days since.
     records = await read_topic(settings, "tasks", count=1, wait_s=60, settle=3)
