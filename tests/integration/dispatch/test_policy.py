@@ -111,8 +111,9 @@ class TestDeferral:
         self, make_worker: MakeWorker
     ) -> None:
         w = make_worker()
-        await w.send(task("e1", deliver_after=NOW + HOUR, expires_at=NOW + 2 * HOUR))
-        assert await w.sink.release_due(now=(NOW + 3 * HOUR).timestamp()) == 1
+        now = dt.datetime.now(dt.UTC)  # the sink's clock: NOW was read at collection
+        await w.send(task("e1", deliver_after=now + HOUR, expires_at=now + 2 * HOUR))
+        assert await w.sink.release_due(now=(now + 3 * HOUR).timestamp()) == 1
         labels = {"moment_type": "first_international_roaming", "reason": "expired"}
         assert w.sample("moments_tasks_suppressed_total", **labels) == 1
         assert await w.ledger.state("e1") == "dropped"
@@ -527,7 +528,8 @@ class TestContactAndMerge:
         w = make_worker(policy)
         sub = "13400000001"
         await w.send(task("k1", sub=sub))
-        await w.send(task("k2", sub=sub, moment_type="b", expires_at=NOW + HOUR))  # cannot wait
+        hour_left = dt.datetime.now(dt.UTC) + HOUR  # by the sink's clock, not NOW's
+        await w.send(task("k2", sub=sub, moment_type="b", expires_at=hour_left))  # cannot wait
         await w.send(task("k3", sub=sub, moment_type="a"))  # waits until the period frees
         await w.send(task("k4", sub=sub, moment_type="c"))  # joins the waiting one
         states = [await w.ledger.state(i) for i in ("k1", "k2", "k3", "k4")]
@@ -579,7 +581,8 @@ class TestFrequencyCap:
         w = make_worker(DispatchPolicy.model_validate({"merge": NO_HOLD}), frequency_cap=self.CAP)
         sub = "13400000011"
         await w.send(task("f1", sub=sub))
-        await w.send(task("f2", sub=sub, moment_type="b", expires_at=NOW + HOUR))  # cannot wait
+        hour_left = dt.datetime.now(dt.UTC) + HOUR  # by the sink's clock, not NOW's
+        await w.send(task("f2", sub=sub, moment_type="b", expires_at=hour_left))  # cannot wait
         await w.send(task("f3", sub=sub, moment_type="c", channel=Channel.APP_PUSH))  # uncounted
         await w.send(task("f4", sub=sub, moment_type="d"))  # waits until the day is over
         states = [await w.ledger.state(i) for i in ("f1", "f2", "f3", "f4")]
