@@ -63,7 +63,9 @@ class Step:
     """How long what a try read is not read again (the ledger's `owed_withdrawals` and
     `owed_returns` move an owed record's time to now as they read it): an owed step is not
     tried again sooner, whatever its back-off. Tried within the lease, the step read nothing,
-    seemed to go through (logged so) and began its back-off again at each failure."""
+    seemed to go through (logged so) and began its back-off again at each failure. A step
+    with a lease returns how many it sent: a try that sent none (`0`) is no recovery of a
+    failing step (another worker's try may hold the lease: `TimerSteps`)."""
 
 
 def log_owed_refusal(what: str, count: int, exc: Exception, step: TimerStep) -> None:
@@ -85,10 +87,33 @@ def log_owed_refusal(what: str, count: int, exc: Exception, step: TimerStep) -> 
     )
 
 
+@dataclass(slots=True)
+class _Failing:
+    """An owed step failing on this worker, as its own tries saw it."""
+
+    count: int
+    """Its failures in a row."""
+    delay: float
+    """Its back-off now."""
+    due: float
+    """When it is tried again."""
+    failed_at: float
+    """When it last failed."""
+
+
 class TimerSteps:
     """Runs a timer's steps (`run`) and keeps the back-off of its owed steps between
     ticks. `errors`: `Metrics.timer_errors`; `clock`: the sink's (wall clock on the stream,
-    event time in a backtest, where nothing refuses)."""
+    event time in a backtest, where nothing refuses).
+
+    Each worker's timer judges its steps by what its own tries saw. A try of a failing
+    owed step with a `lease` that sent nothing (`0`) read nothing it could send: with
+    several workers, another worker's try may hold the records' lease, its topic still
+    refusing. It is no recovery: the step keeps its failures in a row and its back-off, and
+    is tried at each tick until a try sends something (it went through: logged so) or fails
+    again (its back-off doubles). One whose tries found nothing to send for its lease and
+    longest back-off past its last failure lets the failure go (another worker sent what
+    was owed, or it was settled), logged as that, not as a recovery."""
 
     def __init__(
         self,
@@ -104,8 +129,8 @@ class TimerSteps:
         self.first_delay = FIRST_DELAY_S if first_delay is None else first_delay
         """(`FIRST_DELAY_S` read as the sink is made: a test's worker shortens it.)"""
         self.max_delay = MAX_DELAY_S if max_delay is None else max_delay
-        self._failed: dict[TimerStep, tuple[int, float, float]] = {}
-        """Per owed step failing now: its failures in a row, its delay, when it is due."""
+        self._failed: dict[TimerStep, _Failing] = {}
+        """Per owed step failing now, on this worker."""
 
     async def run(self, steps: Sequence[Step]) -> None:
         """Await each of `steps` in turn, whatever an earlier one raised (an owed step
@@ -118,7 +143,7 @@ class TimerSteps:
             if step.owed and not self._due(step.step):
                 continue
             try:
-                await step.call()
+                done = await step.call()
             except Exception as exc:  # counted; raised below unless owed
                 self.errors.labels(step.step.value).inc()
                 if step.owed:
@@ -130,22 +155,23 @@ class TimerSteps:
                 )
                 failed.append(exc)
             else:
-                self._recovered(step)
+                self._went(step, done)
         if len(failed) == 1:
             raise failed[0]
         if failed:
             raise ExceptionGroup(f"{len(failed)} steps of the {self.timer} failed", failed)
 
     def _due(self, step: TimerStep) -> bool:
-        backing_off = self._failed.get(step)
-        return backing_off is None or self.clock() >= backing_off[2]
+        failing = self._failed.get(step)
+        return failing is None or self.clock() >= failing.due
 
     def _back_off(self, step: Step, exc: Exception) -> None:
-        count, delay, _ = self._failed.get(step.step, (0, 0.0, 0.0))
-        delay = self.first_delay if not count else min(self.max_delay, delay * 2)
-        count += 1
+        now = self.clock()
+        failing = self._failed.get(step.step)
+        count = 1 if failing is None else failing.count + 1
+        delay = self.first_delay if failing is None else min(self.max_delay, failing.delay * 2)
         wait = max(delay, step.lease)
-        self._failed[step.step] = (count, delay, self.clock() + wait)
+        self._failed[step.step] = _Failing(count, delay, now + wait, now)
         notes = "; ".join(getattr(exc, "__notes__", ()))
         log.error(
             "the %s failed while %s (%d time(s) in a row; moments_timer_errors_total"
@@ -163,12 +189,30 @@ class TimerSteps:
             exc_info=exc if count == 1 else None,  # the traceback once, not every tick
         )
 
-    def _recovered(self, step: Step) -> None:
-        gone = self._failed.pop(step.step, None)
-        if gone is not None:
-            log.warning(
-                "the %s went through %s again after %d failed attempt(s)",
+    def _went(self, step: Step, done: object) -> None:
+        """`step` raised nothing, `done` what its call returned: a recovery unless it is a
+        leased step's try that sent nothing (`TimerSteps`)."""
+        failing = self._failed.get(step.step)
+        if failing is None:
+            return
+        if step.lease and done == 0:
+            quiet = self.clock() - failing.failed_at
+            if quiet < step.lease + self.max_delay:
+                return  # no sign either way: the failure stands, tried again next tick
+            del self._failed[step.step]
+            log.info(
+                "the %s found nothing to send for %.0f s since it last failed while %s "
+                "(another worker's timer sent or holds what was owed): this worker saw it "
+                "neither fail nor go through since, and no longer counts it failing",
                 self.timer,
+                quiet,
                 step.what,
-                gone[0],
             )
+            return
+        del self._failed[step.step]
+        log.warning(
+            "the %s went through %s again after %d failed attempt(s)",
+            self.timer,
+            step.what,
+            failing.count,
+        )

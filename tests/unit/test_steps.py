@@ -178,3 +178,106 @@ class TestTimerSteps:
         await self.timer(metrics).run(self.steps(ran, {}))
         assert ran == ["first", "second", "third"]
         assert all(errors(metrics, step) == 0 for step in TimerStep)
+
+
+class OwedTopic:
+    """Records owed in a store every worker's timer reads, as the ledger's `owed_withdrawals`
+    does: a try takes those owed longer than `lease` and moves their time to now (no other
+    worker reads them for that long), then publishes them to a topic that refuses while
+    `refusing`, or settles them."""
+
+    def __init__(self, clock: Clock, lease: float, ids: list[str]) -> None:
+        self.clock = clock
+        self.lease = lease
+        self.owed = dict.fromkeys(ids, -1000.0)
+        self.refusing = True
+
+    def step(self) -> Step:
+        async def send() -> int:
+            now = self.clock()
+            read = [i for i, at in self.owed.items() if at <= now - self.lease]
+            for i in read:
+                self.owed[i] = now
+            if read and self.refusing:
+                raise TopicAuthorizationFailedError()
+            for i in read:
+                del self.owed[i]
+            return len(read)
+
+        return Step(
+            TimerStep.WITHDRAWALS, "publishing withdrawals owed", send, owed=True, lease=self.lease
+        )
+
+
+class TestSeveralWorkers:
+    """Each worker's timer judges its owed step by what its own tries saw: a try that read
+    nothing (another worker's try holds the records' lease) is no sign the topic takes them."""
+
+    @staticmethod
+    def worker(clock: Clock) -> tuple[TimerSteps, Metrics]:
+        metrics = Metrics()
+        return TimerSteps(metrics.timer_errors, "re-drive timer", clock), metrics
+
+    async def test_a_try_that_read_what_another_worker_leased_is_no_recovery(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """B fails; A's try leases the records before B's next one, which reads nothing: B
+        logs no "went through again", keeps its count, and its next failure is its second in
+        a row (waiting the doubled back-off); once the topic takes them, B says so."""
+        clock = Clock(0.0)
+        topic = OwedTopic(clock, 30.0, ["t1", "t2"])
+        a, _ = self.worker(clock)
+        b, b_metrics = self.worker(clock)
+        step = topic.step()
+        caplog.set_level(logging.INFO, logger="sinks.steps")
+        await b.run([step])  # reads both, refused: B's next try at 30
+        clock.now = 30.0
+        await a.run([step])  # A first: leases them again until 60
+        clock.now = 31.0
+        caplog.clear()
+        await b.run([step])  # reads nothing
+        assert not [r for r in caplog.records if "went through" in r.getMessage()]
+        clock.now = 60.0
+        caplog.clear()
+        await b.run([step])  # reads them, refused again
+        [line] = caplog.records
+        assert "(2 time(s) in a row" in line.getMessage()
+        assert errors(b_metrics, TimerStep.WITHDRAWALS) == 2
+        topic.refusing = False
+        clock.now = 90.0
+        caplog.clear()
+        await b.run([step])
+        assert [r.getMessage() for r in caplog.records] == [
+            "the re-drive timer went through publishing withdrawals owed again after 2 failed "
+            "attempt(s)"
+        ]
+        assert topic.owed == {}
+
+    async def test_a_failure_another_worker_cleared_is_let_go_without_a_false_recovery(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """B fails, then A sends everything once the topic is fixed: B's tries read nothing
+        for its lease and longest back-off past its failure, and B lets its failure go,
+        saying it saw nothing either way; it is no longer counted failing there."""
+        clock = Clock(0.0)
+        topic = OwedTopic(clock, 30.0, ["t1"])
+        a, _ = self.worker(clock)
+        b, _ = self.worker(clock)
+        step = topic.step()
+        caplog.set_level(logging.INFO, logger="sinks.steps")
+        await b.run([step])
+        topic.refusing = False
+        clock.now = 30.0
+        await a.run([step])
+        assert topic.owed == {}
+        caplog.clear()
+        for at in range(31, 330, 10):
+            clock.now = float(at)
+            await b.run([step])
+        assert caplog.records == []
+        clock.now = 330.0
+        await b.run([step])
+        [line] = caplog.records
+        said = line.getMessage()
+        assert "went through" not in said
+        assert "found nothing to send for 330 s since it last failed" in said
