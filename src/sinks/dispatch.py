@@ -210,7 +210,9 @@ class TaskSink:
         """Published tasks a later profile change made void (`sinks.withdrawals`; no
         notices without `withdrawals_topic`, but a tombstone's erasure all the same)."""
         self._payloads = Payloads(self._decoded)
-        self._timer = TimerSteps(metrics.timer_errors, "re-drive timer", clock)
+        self._timer = TimerSteps(
+            metrics.timer_errors, "re-drive timer", clock, failing=metrics.timer_failing
+        )
         """Runs `redrive`'s steps, each error counted, and backs off its owed ones."""
         self._judged: str | None = None
         """The timetable the deferral queue was last found or made judged by

@@ -358,6 +358,16 @@ class Metrics:
         )
         for step in TimerStep:  # from 0: `increase()` and the alert see the first
             self.timer_errors.labels(step.value)
+        self.timer_failing = Gauge(
+            "moments_timer_failures_in_a_row",
+            "The failures in a row of a re-drive timer step tried again at later ticks "
+            "(cooldown_returns, withdrawals, expiry) on this worker, held between its tries "
+            "(MomentsTimerErrors); 0 once a try went through (the others stop the worker)",
+            ["step"],
+            registry=r,
+        )
+        for step in TimerStep:
+            self.timer_failing.labels(step.value)
         self.dependency_errors = Counter(
             "moments_dependency_errors",
             "Failed calls to Redis or Kafka (retried with back-off)",

@@ -28,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from moments.logthrottle import RepeatThrottle
 from sinks.metrics import TimerStep
@@ -104,7 +104,8 @@ class _Failing:
 class TimerSteps:
     """Runs a timer's steps (`run`) and keeps the back-off of its owed steps between
     ticks. `errors`: `Metrics.timer_errors`; `clock`: the sink's (wall clock on the stream,
-    event time in a backtest, where nothing refuses).
+    event time in a backtest, where nothing refuses); `failing`: `Metrics.timer_failing`,
+    each owed step's failures in a row, held between its tries (0: not failing).
 
     Each worker's timer judges its steps by what its own tries saw. A try of a failing
     owed step with a `lease` that sent nothing (`0`) read nothing it could send: with
@@ -122,8 +123,10 @@ class TimerSteps:
         clock: Callable[[], float] = time.time,
         first_delay: float | None = None,
         max_delay: float | None = None,
+        failing: Gauge | None = None,
     ) -> None:
         self.errors = errors
+        self.failing = failing
         self.timer = timer
         self.clock = clock
         self.first_delay = FIRST_DELAY_S if first_delay is None else first_delay
@@ -172,6 +175,7 @@ class TimerSteps:
         delay = self.first_delay if failing is None else min(self.max_delay, failing.delay * 2)
         wait = max(delay, step.lease)
         self._failed[step.step] = _Failing(count, delay, now + wait, now)
+        self._show(step.step, count)
         notes = "; ".join(getattr(exc, "__notes__", ()))
         log.error(
             "the %s failed while %s (%d time(s) in a row; moments_timer_errors_total"
@@ -200,6 +204,7 @@ class TimerSteps:
             if quiet < step.lease + self.max_delay:
                 return  # no sign either way: the failure stands, tried again next tick
             del self._failed[step.step]
+            self._show(step.step, 0)
             log.info(
                 "the %s found nothing to send for %.0f s since it last failed while %s "
                 "(another worker's timer sent or holds what was owed): this worker saw it "
@@ -210,9 +215,14 @@ class TimerSteps:
             )
             return
         del self._failed[step.step]
+        self._show(step.step, 0)
         log.warning(
             "the %s went through %s again after %d failed attempt(s)",
             self.timer,
             step.what,
             failing.count,
         )
+
+    def _show(self, step: TimerStep, count: int) -> None:
+        if self.failing is not None:
+            self.failing.labels(step.value).set(count)

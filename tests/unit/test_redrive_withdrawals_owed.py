@@ -275,6 +275,7 @@ async def test_a_refused_withdrawal_leaves_the_unanswered_tasks_expiring_on_the_
         await sink.redrive(GRACE_S)
     assert expired_unanswered(sink) == 1
     assert timer_errors(sink, "withdrawals") == 1
+    assert failures_in_a_row(sink, "withdrawals") == 1
     said = " ".join(r.getMessage() for r in caplog.records if r.name == "sinks.steps")
     assert "while publishing withdrawals owed" in said
     assert "grant it Write" in said
@@ -287,12 +288,22 @@ async def test_a_refused_withdrawal_leaves_the_unanswered_tasks_expiring_on_the_
     assert notices(producer) == [(TASK, "opt_out")]
     assert expired_unanswered(sink) == 1
     assert timer_errors(sink, "withdrawals") == 1
+    assert failures_in_a_row(sink, "withdrawals") == 0
     assert await stores.ledger.owed_withdrawals(-1.0) == []
 
 
 def timer_errors(sink: TaskSink, step: str) -> float:
     found = sink.metrics.registry.get_sample_value("moments_timer_errors_total", {"step": step})
     return found or 0.0
+
+
+def failures_in_a_row(sink: TaskSink, step: str) -> float:
+    """The gauge MomentsTimerErrors reads, held between the step's tries."""
+    found = sink.metrics.registry.get_sample_value(
+        "moments_timer_failures_in_a_row", {"step": step}
+    )
+    assert found is not None, "declared at 0"
+    return found
 
 
 async def test_a_withdrawals_topic_away_is_waited_out_before_the_expiry(

@@ -30,6 +30,15 @@ def errors(metrics: Metrics, step: TimerStep) -> float:
     return found
 
 
+def failures_in_a_row(metrics: Metrics, step: TimerStep) -> float:
+    """`moments_timer_failures_in_a_row{step}`: what MomentsTimerErrors reads."""
+    found = metrics.registry.get_sample_value(
+        "moments_timer_failures_in_a_row", {"step": step.value}
+    )
+    assert found is not None, "every step's series is declared at 0"
+    return found
+
+
 class TestTimerSteps:
     @staticmethod
     def steps(
@@ -50,7 +59,12 @@ class TestTimerSteps:
 
     @staticmethod
     def timer(metrics: Metrics, clock: Clock | None = None) -> TimerSteps:
-        return TimerSteps(metrics.timer_errors, "re-drive timer", clock or Clock(0.0))
+        return TimerSteps(
+            metrics.timer_errors,
+            "re-drive timer",
+            clock or Clock(0.0),
+            failing=metrics.timer_failing,
+        )
 
     async def test_a_bug_in_a_step_is_raised_after_the_others_ran_and_counted(self) -> None:
         """The error itself comes out, its note naming the timer and the step, and its
@@ -130,6 +144,7 @@ class TestTimerSteps:
         assert await tick_at(29) == []
         assert await tick_at(30) == ["second"]  # next at 70
         assert errors(metrics, TimerStep.WITHDRAWALS) == 3
+        assert failures_in_a_row(metrics, TimerStep.WITHDRAWALS) == 3
         del failing["second"]
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="sinks.steps"):
@@ -137,6 +152,7 @@ class TestTimerSteps:
         assert [r.getMessage() for r in caplog.records] == [
             "the re-drive timer went through doing second again after 3 failed attempt(s)"
         ]
+        assert failures_in_a_row(metrics, TimerStep.WITHDRAWALS) == 0
         assert await tick_at(71) == ["second"]
         failing["second"] = TopicAuthorizationFailedError()
         assert await tick_at(72) == ["second"]
@@ -216,7 +232,10 @@ class TestSeveralWorkers:
     @staticmethod
     def worker(clock: Clock) -> tuple[TimerSteps, Metrics]:
         metrics = Metrics()
-        return TimerSteps(metrics.timer_errors, "re-drive timer", clock), metrics
+        timer = TimerSteps(
+            metrics.timer_errors, "re-drive timer", clock, failing=metrics.timer_failing
+        )
+        return timer, metrics
 
     async def test_a_try_that_read_what_another_worker_leased_is_no_recovery(
         self, caplog: pytest.LogCaptureFixture
@@ -237,11 +256,13 @@ class TestSeveralWorkers:
         caplog.clear()
         await b.run([step])  # reads nothing
         assert not [r for r in caplog.records if "went through" in r.getMessage()]
+        assert failures_in_a_row(b_metrics, TimerStep.WITHDRAWALS) == 1
         clock.now = 60.0
         caplog.clear()
         await b.run([step])  # reads them, refused again
         [line] = caplog.records
         assert "(2 time(s) in a row" in line.getMessage()
+        assert failures_in_a_row(b_metrics, TimerStep.WITHDRAWALS) == 2
         assert errors(b_metrics, TimerStep.WITHDRAWALS) == 2
         topic.refusing = False
         clock.now = 90.0
@@ -252,6 +273,7 @@ class TestSeveralWorkers:
             "attempt(s)"
         ]
         assert topic.owed == {}
+        assert failures_in_a_row(b_metrics, TimerStep.WITHDRAWALS) == 0
 
     async def test_a_failure_another_worker_cleared_is_let_go_without_a_false_recovery(
         self, caplog: pytest.LogCaptureFixture
@@ -262,7 +284,7 @@ class TestSeveralWorkers:
         clock = Clock(0.0)
         topic = OwedTopic(clock, 30.0, ["t1"])
         a, _ = self.worker(clock)
-        b, _ = self.worker(clock)
+        b, b_metrics = self.worker(clock)
         step = topic.step()
         caplog.set_level(logging.INFO, logger="sinks.steps")
         await b.run([step])
@@ -275,9 +297,11 @@ class TestSeveralWorkers:
             clock.now = float(at)
             await b.run([step])
         assert caplog.records == []
+        assert failures_in_a_row(b_metrics, TimerStep.WITHDRAWALS) == 1
         clock.now = 330.0
         await b.run([step])
         [line] = caplog.records
         said = line.getMessage()
         assert "went through" not in said
         assert "found nothing to send for 330 s since it last failed" in said
+        assert failures_in_a_row(b_metrics, TimerStep.WITHDRAWALS) == 0
