@@ -187,7 +187,7 @@ class TaskSink:
         self.task_ttl = task_ttl
         """A rule's task ttl (rules loaded now): a group an earlier version parked
         (`sinks.legacy`) may need it for its carrier's expiry."""
-        self._owed = OwedReturns(self.ledger, returns, self._redis)
+        self._owed = OwedReturns(self.ledger, returns, self._redis, metrics)
         self.facts = stores.facts
         self.declines = stores.declines
         self.dm = DispatchMetrics.of(metrics)

@@ -71,6 +71,22 @@ class TimerStep(StrEnum):
     EXPIRY = "expiry"
 
 
+class RefusalReason(StrEnum):
+    """Why Kafka refused a publish whose records were left owed in Redis, the `reason` label
+    of `moments_owed_refused_total` (`sinks.steps.refusal_reason`)."""
+
+    AUTHORIZATION = "authorization"
+    """The worker's principal may not write the topic (an ACL)."""
+    OTHER = "other"
+    """Any other refusal waiting does not cure (a record refused, a bug's request): the
+    `sinks.refusals` line names it."""
+
+
+OWING_STEPS = (TimerStep.COOLDOWN_RETURNS, TimerStep.WITHDRAWALS)
+"""The timer steps that send what a refused publish left owed: the `step` label of
+`moments_owed_refused_total`."""
+
+
 class OversizeOutcome(StrEnum):
     """What became of a dead letter refused for its size (`DeadLetterSink`)."""
 
@@ -358,6 +374,17 @@ class Metrics:
         )
         for step in TimerStep:  # from 0: `increase()` and the alert see the first
             self.timer_errors.labels(step.value)
+        self.owed_refused = Counter(
+            "moments_owed_refused",
+            "Withdrawals and cooldown returns a batch's or decision's publish had refused by "
+            "Kafka (not an outage: waited out in moments_dependency_errors_total), left owed "
+            "in Redis for the re-drive timer's step, by step and reason",
+            ["step", "reason"],
+            registry=r,
+        )
+        for owing in OWING_STEPS:
+            for refusal in RefusalReason:
+                self.owed_refused.labels(owing.value, refusal.value)
         self.timer_failing = Gauge(
             "moments_timer_failures_in_a_row",
             "The failures in a row of a re-drive timer step tried again at later ticks "

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from moments.cooldowns import CooldownReturn
 from sinks.cooldowns import CooldownReturns
 from sinks.ledger import state_of
-from sinks.metrics import TimerStep
+from sinks.metrics import Metrics, TimerStep
 from sinks.retry import Retrying
 from sinks.routes import Writes
-from sinks.steps import log_owed_refusal
+from sinks.steps import note_owed_refusal
 from sinks.stores import Ledger
 
 log = logging.getLogger("sinks.dispatch")
@@ -21,12 +21,19 @@ log = logging.getLogger("sinks.dispatch")
 
 class OwedReturns:
     """`returns`: where the returns go (None: nowhere, none are owed); `redis`: the sink's
-    retried store calls."""
+    retried store calls; `metrics`: the sink's (a refusal is counted)."""
 
-    def __init__(self, ledger: Ledger, returns: CooldownReturns | None, redis: Retrying) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        returns: CooldownReturns | None,
+        redis: Retrying,
+        metrics: Metrics,
+    ) -> None:
         self.ledger = ledger
         self.returns = returns
         self._redis = redis
+        self.metrics = metrics
 
     async def owe(self, w: Writes) -> None:
         """Note in the ledger the cooldown returns noted so far (of rules with a cooldown),
@@ -53,7 +60,9 @@ class OwedReturns:
         try:
             return await self.send_owed(owed)
         except KafkaError as exc:
-            log_owed_refusal("cooldown return(s)", len(owed), exc, TimerStep.COOLDOWN_RETURNS)
+            note_owed_refusal(
+                "cooldown return(s)", len(owed), exc, TimerStep.COOLDOWN_RETURNS, self.metrics
+            )
             return 0
 
     async def send_owed(self, owed: Sequence[CooldownReturn]) -> int:

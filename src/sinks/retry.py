@@ -320,7 +320,7 @@ async def with_retry(
     or busy (`retried`; forever: the caller decides when to give up by cancelling). Any
     other error is raised at once, noted with what fixes it (`not_retried_note`).
     `log_refusal=False`: the caller logs a Kafka refusal itself, the note included (what
-    it publishes is owed: `sinks.steps.log_owed_refusal`, `TimerSteps`); logged here too,
+    it publishes is owed: `sinks.steps.note_owed_refusal`, `TimerSteps`); logged here too,
     each refusal made two ERROR lines, and a batch's one an unthrottled line per batch."""
     refused = _refused_login()
     delay = first_delay

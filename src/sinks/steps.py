@@ -31,12 +31,12 @@ from dataclasses import dataclass
 from prometheus_client import Counter, Gauge
 
 from moments.logthrottle import RepeatThrottle
-from sinks.metrics import TimerStep
+from sinks.metrics import Metrics, RefusalReason, TimerStep
 
 log = logging.getLogger(__name__)
 refusals_log = logging.getLogger("sinks.refusals")
 REFUSALS_THROTTLE = RepeatThrottle(by_first_arg=True)
-"""Each kind of refusal (`log_owed_refusal`'s `what`) once per 30 s, with a count of the
+"""Each kind of refusal (`note_owed_refusal`'s `what`) once per 30 s, with a count of the
 lines held back: a side topic refused under load refuses every batch's notices."""
 refusals_log.addFilter(REFUSALS_THROTTLE)
 
@@ -68,16 +68,32 @@ class Step:
     failing step (another worker's try may hold the lease: `TimerSteps`)."""
 
 
-def log_owed_refusal(what: str, count: int, exc: Exception, step: TimerStep) -> None:
-    """The one line of a publish Kafka refused outside the timer (a batch's or a decision's
-    withdrawals or cooldown returns), whose `count` records were left owed in Redis for the
-    timer's `step`: with the fix `sinks.retry` noted (it logs none for these calls:
-    `log_refusal=False`), throttled per `what` (`REFUSALS_THROTTLE`)."""
+def refusal_reason(exc: BaseException) -> RefusalReason:
+    """The `reason` label of a refusal (`RefusalReason`)."""
+    from aiokafka.errors import (
+        ClusterAuthorizationFailedError,
+        TopicAuthorizationFailedError,
+    )
+
+    if isinstance(exc, TopicAuthorizationFailedError | ClusterAuthorizationFailedError):
+        return RefusalReason.AUTHORIZATION
+    return RefusalReason.OTHER
+
+
+def note_owed_refusal(
+    what: str, count: int, exc: Exception, step: TimerStep, metrics: Metrics
+) -> None:
+    """A publish Kafka refused outside the timer (a batch's or a decision's withdrawals or
+    cooldown returns), whose `count` records were left owed in Redis for the timer's
+    `step`: counted in `moments_owed_refused_total{step,reason}`, and its one line, with
+    the fix `sinks.retry` noted (it logs none for these calls: `log_refusal=False`),
+    throttled per `what` (`REFUSALS_THROTTLE`)."""
+    metrics.owed_refused.labels(step.value, refusal_reason(exc).value).inc(count)
     notes = "; ".join(n.removeprefix("moments: ") for n in getattr(exc, "__notes__", ()))
     refusals_log.error(
         "%s refused by Kafka (%d this time; %s: %s%s); owed in Redis, the re-drive timer "
         'sends them once the topic takes them (moments_timer_errors_total{step="%s"} counts '
-        "its tries); the worker goes on",
+        "its tries, moments_owed_refused_total what was left owed); the worker goes on",
         what,
         count,
         type(exc).__name__,

@@ -44,7 +44,7 @@ from sinks.ledger import state_of
 from sinks.metrics import Dependency, Metrics, NewerRead, TimerStep
 from sinks.payloads import by_newer_version
 from sinks.retry import Retrying, with_retry
-from sinks.steps import log_owed_refusal
+from sinks.steps import note_owed_refusal
 from sinks.stores import Clock, Ledger
 
 log = logging.getLogger(__name__)
@@ -372,8 +372,12 @@ class Withdrawals:
         try:
             await self._publish_dropped([(w.task_id, w) for w in made])
         except KafkaError as exc:  # a refusal: `with_retry` waited out an outage
-            log_owed_refusal(
-                "withdrawal(s) of dropped tasks", len(made), exc, TimerStep.WITHDRAWALS
+            note_owed_refusal(
+                "withdrawal(s) of dropped tasks",
+                len(made),
+                exc,
+                TimerStep.WITHDRAWALS,
+                self.metrics,
             )
 
     async def resend_owed(self, older_than: float) -> int:
@@ -474,7 +478,7 @@ class Withdrawals:
             await self._redis(
                 lambda: self.ledger.owe_withdrawals(items), "noting withdrawals refused"
             )
-            log_owed_refusal("withdrawal(s)", len(made), exc, TimerStep.WITHDRAWALS)
+            note_owed_refusal("withdrawal(s)", len(made), exc, TimerStep.WITHDRAWALS, self.metrics)
 
     async def _publish(self, made: Sequence[TaskWithdrawal]) -> None:
         """Produce `made` and await them; counted."""
@@ -490,7 +494,7 @@ class Withdrawals:
             Dependency.KAFKA,
             self.metrics,
             "publishing task withdrawals",
-            log_refusal=False,  # every caller logs it: `log_owed_refusal`, `TimerSteps`
+            log_refusal=False,  # every caller logs it: `note_owed_refusal`, `TimerSteps`
         )
         for w in made:
             self.metrics.withdrawn.labels(w.moment_type, str(w.reason)).inc()
