@@ -78,7 +78,12 @@ class KafkaCooldownReturns(_OfCooledRules):
 
         # A refusal is logged by every caller (`OwedReturns.send`, `TimerSteps`): once.
         await with_retry(
-            produce, Dependency.KAFKA, self.metrics, "returning cooldowns", log_refusal=False
+            produce,
+            Dependency.KAFKA,
+            self.metrics,
+            "returning cooldowns",
+            log_refusal=False,
+            missing_topic=self.topic,  # made as the worker starts: deleted since, no outage
         )
 
 

@@ -77,6 +77,9 @@ class RefusalReason(StrEnum):
 
     AUTHORIZATION = "authorization"
     """The worker's principal may not write the topic (an ACL)."""
+    UNKNOWN_TOPIC = "unknown_topic"
+    """The broker has no such topic (deleted after the worker started: `sinks.retry`,
+    `MISSING_TOPIC_ATTEMPTS`): create it again."""
     OTHER = "other"
     """Any other refusal waiting does not cure (a record refused, a bug's request): the
     `sinks.refusals` line names it."""

@@ -299,6 +299,34 @@ def _refused_login() -> tuple[type[BaseException], ...]:
     return (AuthenticationError, AuthenticationWrongNumberOfArgsError, NoPermissionError)
 
 
+MISSING_TOPIC_ATTEMPTS = 5
+"""Answers of UNKNOWN_TOPIC_OR_PARTITION in a row after which a topic `with_retry` was told
+of (`missing_topic`) is taken as missing, not as a broker away. Kafka marks the code
+retriable (a topic just made has no leaders for a moment), and aiokafka asks for a
+topic's metadata for up to its request timeout before it gives up on it, so five in a
+row are minutes of a topic the broker does not have."""
+
+
+def unknown_topic(exc: BaseException) -> bool:
+    """Whether `exc` is the broker saying it has no such topic (UNKNOWN_TOPIC_OR_PARTITION,
+    code 3, or UNKNOWN_TOPIC_ID, 100)."""
+    from aiokafka.errors import BrokerResponseError
+
+    return isinstance(exc, BrokerResponseError) and exc.errno in (3, 100)
+
+
+def missing_topic_note(topic: str, what: str, times: int) -> str:
+    """The fix of a topic `with_retry` found missing (`MISSING_TOPIC_ATTEMPTS`)."""
+    return (
+        f"moments: not retried while {what}: the topic {topic} is missing on the broker "
+        f"(UNKNOWN_TOPIC_OR_PARTITION {times} times in a row: deleted after the worker "
+        "started?), not a Kafka outage, and waiting will not bring it back; create it "
+        "again: restart a worker (it creates the topics it writes as it starts, where its "
+        "Kafka principal may create topics), or create it as docs/operations.md, "
+        '"Against a managed Kafka", says'
+    )
+
+
 REFUSED_LOGIN_HELP = (
     "Redis refused the worker's login or its rights while it ran (its password or ACL user "
     "changed?): give Redis's new password to the worker (MOMENTS_REDIS_PASSWORD_FILE is read "
@@ -315,10 +343,15 @@ async def with_retry(
     first_delay: float = 0.1,
     max_delay: float = 5.0,
     log_refusal: bool = True,
+    missing_topic: str | None = None,
 ) -> T:
     """Await `call()` until it succeeds; back off between failures of a dependency away
     or busy (`retried`; forever: the caller decides when to give up by cancelling). Any
     other error is raised at once, noted with what fixes it (`not_retried_note`).
+    `missing_topic`: the topic `call` writes, made as the worker starts (a side topic): a
+    broker that answers it is unknown `MISSING_TOPIC_ATTEMPTS` times in a row has lost it
+    (deleted after the start), and that error is raised, noted with its fix
+    (`missing_topic_note`), as a refusal is: retried, it was a broker away for ever.
     `log_refusal=False`: the caller logs a Kafka refusal itself, the note included (what
     it publishes is owed: `sinks.steps.note_owed_refusal`, `TimerSteps`); logged here too,
     each refusal made two ERROR lines, and a batch's one an unthrottled line per batch."""
@@ -327,10 +360,16 @@ async def with_retry(
     attempt = 0
     told_login = False  # a refused login's fix is logged at its first, whatever the attempt
     up = metrics.up_of[dependency]
+    unknown = 0  # the topic answered unknown, in a row
     while True:
         try:
             value = await call()
         except Exception as exc:
+            unknown = unknown + 1 if missing_topic and unknown_topic(exc) else 0
+            if missing_topic and unknown >= MISSING_TOPIC_ATTEMPTS:
+                up.set(1)  # the broker answered: no outage
+                _say_missing(exc, missing_topic, what, unknown, log_refusal)
+                raise
             if not retried(exc):
                 _say_not_retried(exc, dependency, what, log_refusal)
                 raise
@@ -384,6 +423,14 @@ def _say_not_retried(
             exc,
             note.removeprefix("moments: "),
         )
+
+
+def _say_missing(exc: Exception, topic: str, what: str, times: int, log_refusal: bool) -> None:
+    """`_say_not_retried` for a topic found missing (`missing_topic_note`)."""
+    note = missing_topic_note(topic, what, times)
+    exc.add_note(note)
+    if log_refusal:
+        log.error("%s (%s)", exc, note.removeprefix("moments: "))
 
 
 class Retrying(Protocol):

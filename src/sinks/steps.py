@@ -75,8 +75,12 @@ def refusal_reason(exc: BaseException) -> RefusalReason:
         TopicAuthorizationFailedError,
     )
 
+    from sinks.retry import unknown_topic
+
     if isinstance(exc, TopicAuthorizationFailedError | ClusterAuthorizationFailedError):
         return RefusalReason.AUTHORIZATION
+    if unknown_topic(exc):
+        return RefusalReason.UNKNOWN_TOPIC
     return RefusalReason.OTHER
 
 

@@ -6,21 +6,28 @@ an alert saw nothing until the timer's own try failed."""
 
 from __future__ import annotations
 
+import logging
+import types
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
-from aiokafka.errors import TopicAuthorizationFailedError
+from aiokafka.errors import TopicAuthorizationFailedError, UnknownTopicOrPartitionError
 
+import sinks.retry
+import sinks.steps
 from moments.cooldowns import CooldownReturn
 from moments.enums import WithdrawReason
+from sinks.base import Headers
 from sinks.memory import memory_stores
-from sinks.metrics import Metrics, RefusalReason, TimerStep
+from sinks.metrics import Dependency, Metrics, RefusalReason, TimerStep
 from sinks.owedreturns import OwedReturns
+from sinks.retry import MISSING_TOPIC_ATTEMPTS, with_retry
+from sinks.withdrawals import WITHDRAWALS_TOPIC
 
 from .fakes import Clock
-from .test_redrive_withdrawals_owed import setup
-from .test_redriven_parked import call
+from .test_redrive_withdrawals_owed import RefusingProducer, setup
+from .test_redriven_parked import GRACE_S, call, notices
 
 T = TypeVar("T")
 
@@ -80,3 +87,138 @@ class TestOwedRefusals:
             "moments_owed_refused_total", {"step": step.value, "reason": "authorization"}
         )
         assert found is None
+
+
+class Sleeps:
+    """`sinks.retry`'s asyncio, its sleeps counted and not slept; a call retried past
+    `limit` would have been retried for ever."""
+
+    limit = 50
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def sleep(self, delay: float) -> None:
+        self.delays.append(delay)
+        assert len(self.delays) < self.limit, "retried for ever"
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> Sleeps:
+    fake = Sleeps()
+    monkeypatch.setattr(sinks.retry, "asyncio", types.SimpleNamespace(sleep=fake.sleep))
+    return fake
+
+
+class MissingTopicProducer(RefusingProducer):
+    """The withdrawals topic deleted after the worker started: its next `missing` sends
+    are answered UNKNOWN_TOPIC_OR_PARTITION (then it is back, made again)."""
+
+    missing = 0
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: Headers | None = None,
+    ) -> Any:
+        if self.missing and topic == WITHDRAWALS_TOPIC:
+            self.missing -= 1
+            raise UnknownTopicOrPartitionError()
+        return await super().send(topic, value, key, partition, timestamp_ms, headers)
+
+
+def missing_topic_sink() -> tuple[Clock, Any, Any, MissingTopicProducer]:
+    clock, stores, sink, _ = setup(hours=False)
+    producer = MissingTopicProducer(clock)
+    sink.withdrawals.producer = producer
+    return clock, stores, sink, producer
+
+
+class TestMissingTopic:
+    """A side topic deleted after the worker started answers UNKNOWN_TOPIC_OR_PARTITION at
+    every send: a few times in a row it is a missing topic, not a broker away, and comes
+    out as one, its fix named; before, it was waited out as an outage for ever
+    (`moments_dependency_up` 0, the batch or the timer step held)."""
+
+    async def test_a_decisions_withdrawal_to_a_deleted_topic_is_owed_counted_and_named(
+        self,
+        sleeps: Sleeps,
+        caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.setattr(sinks.steps.REFUSALS_THROTTLE, "every", 0.0)  # each line, here
+        clock, stores, sink, producer = missing_topic_sink()
+        producer.missing = 1000
+        with caplog.at_level(logging.ERROR):
+            await sink.withdrawals.withdraw_voided([(call(), WithdrawReason.OPT_OUT, clock.now)])
+        assert len(sleeps.delays) == MISSING_TOPIC_ATTEMPTS - 1
+        assert len(await stores.ledger.owed_withdrawals(-1.0)) == 1
+        m = sink.metrics
+        assert refused(m, TimerStep.WITHDRAWALS, RefusalReason.UNKNOWN_TOPIC) == 1
+        assert refused(m, TimerStep.WITHDRAWALS, RefusalReason.OTHER) == 0
+        up = m.registry.get_sample_value("moments_dependency_up", {"dependency": "kafka"})
+        assert up == 1, "the broker answered: no outage"
+        [line] = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert f"the topic {WITHDRAWALS_TOPIC} is missing" in line
+        assert "create it again" in line
+
+    async def test_the_timers_try_names_the_missing_topic_and_goes_on(
+        self, sleeps: Sleeps, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The withdrawals step fails on it (counted, the fix in its line) and the tick goes
+        on; once the topic is made again, the next try publishes what was owed."""
+        clock, stores, sink, producer = missing_topic_sink()
+        producer.missing = 1000
+        await sink.withdrawals.withdraw_voided([(call(), WithdrawReason.OPT_OUT, clock.now)])
+        clock.now += GRACE_S + 1
+        with caplog.at_level(logging.ERROR, logger="sinks.steps"):
+            await sink.redrive(GRACE_S)
+        said = " ".join(r.getMessage() for r in caplog.records if r.name == "sinks.steps")
+        assert "while publishing withdrawals owed" in said
+        assert f"the topic {WITHDRAWALS_TOPIC} is missing" in said
+        timer = sink.metrics.registry.get_sample_value(
+            "moments_timer_errors_total", {"step": "withdrawals"}
+        )
+        assert timer == 1
+        producer.missing = 0
+        clock.now += GRACE_S + 1
+        await sink.redrive(GRACE_S)
+        assert notices(producer) == [(call().task_id, "opt_out")]
+        assert await stores.ledger.owed_withdrawals(-1.0) == []
+
+
+class TestUnknownTopicInRetry:
+    async def test_a_topic_answering_unknown_a_few_times_is_still_waited_for(
+        self, sleeps: Sleeps
+    ) -> None:
+        """A topic being made (its leaders not elected yet) answers the same code for a
+        moment: fewer than MISSING_TOPIC_ATTEMPTS in a row are retried as before."""
+        metrics = Metrics()
+        left = [MISSING_TOPIC_ATTEMPTS - 1]
+
+        async def send() -> str:
+            if left[0]:
+                left[0] -= 1
+                raise UnknownTopicOrPartitionError()
+            return "sent"
+
+        said = await with_retry(send, Dependency.KAFKA, metrics, "x", missing_topic="t")
+        assert said == "sent"
+        assert len(sleeps.delays) == MISSING_TOPIC_ATTEMPTS - 1
+
+    async def test_without_a_topic_named_it_is_an_outage_as_before(self, sleeps: Sleeps) -> None:
+        """The tasks topic and the others a restart makes again are not named: waited for."""
+        metrics = Metrics()
+        left = [MISSING_TOPIC_ATTEMPTS + 3]
+
+        async def send() -> str:
+            if left[0]:
+                left[0] -= 1
+                raise UnknownTopicOrPartitionError()
+            return "sent"
+
+        assert await with_retry(send, Dependency.KAFKA, metrics, "x") == "sent"
