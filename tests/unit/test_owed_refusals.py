@@ -19,6 +19,7 @@ import sinks.steps
 from moments.cooldowns import CooldownReturn
 from moments.enums import WithdrawReason
 from sinks.base import Headers
+from sinks.cooldowns import KafkaCooldownReturns
 from sinks.memory import memory_stores
 from sinks.metrics import Dependency, Metrics, RefusalReason, TimerStep
 from sinks.owedreturns import OwedReturns
@@ -189,6 +190,39 @@ class TestMissingTopic:
         await sink.redrive(GRACE_S)
         assert notices(producer) == [(call().task_id, "opt_out")]
         assert await stores.ledger.owed_withdrawals(-1.0) == []
+
+
+class GoneTopic(RefusingProducer):
+    """A producer whose every send is answered UNKNOWN_TOPIC_OR_PARTITION."""
+
+    sends = 0
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: Headers | None = None,
+    ) -> Any:
+        self.sends += 1
+        raise UnknownTopicOrPartitionError()
+
+
+async def test_cooldown_returns_to_a_deleted_topic_are_owed_counted_and_named(
+    sleeps: Sleeps,
+) -> None:
+    """The cooldown returns topic deleted: its send gives up after MISSING_TOPIC_ATTEMPTS,
+    the returns are counted under `unknown_topic` and the decision goes on (0 sent)."""
+    metrics = Metrics()
+    producer = GoneTopic(Clock(1000.0))
+    topic = KafkaCooldownReturns(producer, "moments-cooldown-returns", 4, lambda: {"r1"}, metrics)
+    owed = OwedReturns(memory_stores(Clock(1000.0)).ledger, topic, direct, metrics)
+    returns = [CooldownReturn("s1", "r1", 900, f"{n:032x}") for n in range(2)]
+    assert await owed.send(returns) == 0
+    assert producer.sends == MISSING_TOPIC_ATTEMPTS
+    assert refused(metrics, TimerStep.COOLDOWN_RETURNS, RefusalReason.UNKNOWN_TOPIC) == 2
 
 
 class TestUnknownTopicInRetry:
