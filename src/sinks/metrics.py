@@ -81,8 +81,8 @@ class RefusalReason(StrEnum):
     """The broker has no such topic (deleted after the worker started: `sinks.retry`,
     `MISSING_TOPIC_ATTEMPTS`): create it again."""
     OTHER = "other"
-    """Any other refusal waiting does not cure (a record refused, a bug's request): the
-    `sinks.refusals` line names it."""
+    """Any other refusal waiting does not cure (a record refused, a request the broker
+    does not support): the `sinks.refusals` line names it."""
 
 
 OWING_STEPS = (TimerStep.COOLDOWN_RETURNS, TimerStep.WITHDRAWALS)
@@ -380,8 +380,8 @@ class Metrics:
         self.owed_refused = Counter(
             "moments_owed_refused",
             "Withdrawals and cooldown returns a batch's or decision's publish had refused by "
-            "Kafka (not an outage: waited out in moments_dependency_errors_total), left owed "
-            "in Redis for the re-drive timer's step, by step and reason",
+            "Kafka (a broker away is waited out instead: moments_dependency_errors_total), "
+            "left owed in Redis for the re-drive timer's step, by step and reason",
             ["step", "reason"],
             registry=r,
         )
