@@ -49,7 +49,7 @@ from sinks.cooldowns import CooldownReturns
 from sinks.expiry import UnansweredExpiry
 from sinks.hours import published
 from sinks.judging import Judging, judging_by
-from sinks.ledger import PENDING, TAKEN_OVER, Voided, state_of
+from sinks.ledger import PENDING, TAKEN_OVER, Voided, new_claim_token, state_of
 from sinks.legacy import TaskTtl, no_ttl
 from sinks.metrics import Dependency, DispatchMetrics, Metrics, NewerRead, TimerStep
 from sinks.owedreturns import OwedReturns
@@ -429,8 +429,12 @@ class TaskSink:
         their publish was settled); returns how many."""
         since: dict[str, float] = {}
         first: dict[str, float | None] = {}
+        # This claim's token: its produce is fenced by it (`_fenced`).
+        token = new_claim_token()
         stale = await self._redis(
-            lambda: self.ledger.claim_stale(older_than, since=since, first_pending=first),
+            lambda: self.ledger.claim_stale(
+                older_than, since=since, first_pending=first, token=token
+            ),
             "reading pending tasks",
         )
         groups = await self._redis(
@@ -450,8 +454,43 @@ class TaskSink:
         if candidates:
             log.warning("re-driving %d task(s) whose publish was not confirmed", len(candidates))
             self.metrics.pending_redriven.inc(len(candidates))
-            await self._decide(candidates, redriven=since, first_pending=first)
+            await self._decide(candidates, redriven=since, first_pending=first, fence=token)
         return len(candidates)
+
+    async def _fenced(
+        self, tasks: list[ServiceTask], claimed: Collection[str], token: str
+    ) -> list[ServiceTask]:
+        """Those of a re-drive's `tasks` still its own to send, right before their produce
+        (`Ledger.fence`: one round trip, the re-drive's only one more than its decision's;
+        none for a decision that sends nothing): pending still, and claimed by no other
+        worker's re-drive since its claim (`claimed`, with `token`) or since its decision
+        made them pending (a merged moment moved out of its group under its own id). Each
+        is re-scored, so that no worker claims it while the produce runs. One another
+        worker's re-drive took (this one stalled past the grace period after its claim:
+        Redis retried, a long pause, a slow broker) is left to that worker, which decides
+        it with what it read: sent by both, the same id went out twice and maybe not the
+        same (a call the customer opted out of meanwhile after its withdrawal, another
+        channel). Left open: a produce that itself takes longer than the grace period
+        after the fence (docs/architecture.md, the crash table)."""
+        if not tasks:
+            return tasks
+        ids = [t.task_id for t in tasks]
+        mine = await self._redis(
+            lambda: self.ledger.fence(
+                [i for i in ids if i in claimed], [i for i in ids if i not in claimed], token
+            ),
+            "fencing re-driven tasks",
+        )
+        taken = [i for i in ids if i not in mine]
+        if taken:
+            log.warning(
+                "%d re-driven task(s) taken by another worker's re-drive while this one "
+                "decided them (it stalled past the grace period): not published here "
+                "(first: %r)",
+                len(taken),
+                taken[0],
+            )
+        return [t for t in tasks if t.task_id in mine]
 
     async def _confirm_answered(
         self, candidates: Sequence[Candidate], since: Mapping[str, float]
@@ -638,6 +677,7 @@ class TaskSink:
         retake: bool = True,
         released: bool = False,
         first_pending: Mapping[str, float | None] | None = None,
+        fence: str | None = None,
     ) -> set[str]:
         """Route every candidate (`_route_wave`), then publish the ones to send together;
         returns the ids of the ledger entries dropped (`why`, when given, takes each one's
@@ -654,13 +694,16 @@ class TaskSink:
         were read (`Writes.raced`) is decided again once this is done (`retake`; not again
         from that decision), so dropped `forgotten`: the tombstone's take of the
         subscriber's waiting tasks came before the park, and its payload waited for its
-        release time.
+        release time. `fence`: a re-drive's claim token; its tasks are published only
+        where no other worker's re-drive claimed them since (`_fenced`).
 
         Declines and facts are read for all candidates at once (nothing here writes them);
         the writes go in waves (`waves`), one store call per step for a whole wave."""
         dropped: set[str] = set()
         if not candidates:
             return dropped
+        # A re-drive's claimed entries, which its fence checks (`_fenced`).
+        claimed = {c.carrier_id for c in candidates} if fence is not None else set()
         at = self.clock() if now is None else now
         # Fresh tasks that park nothing leave the deferral queue as it was: its count (a
         # Redis call) is read again only when this decision took from it or added to it,
@@ -717,6 +760,8 @@ class TaskSink:
             # The engine's fresh tasks: its gates judged their subscriber just now, after
             # any tombstone of the batch (`_send`).
             fresh = {c.carrier_id: made for c in candidates if c.fresh and c.deferral_counted}
+            if fence is not None:
+                to_send = await self._fenced(to_send, claimed, fence)
             await self._send(to_send, fresh)
         except BaseException:
             # A wave that failed after its parks were written never said it parked: the

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -88,11 +89,14 @@ return 0
 # is an earlier re-drive's claim, or a release after it parked the task, not when the
 # task may first have gone out (`sinks.dispatch.sealed_by_redrive`). A mark an older
 # build wrote holds '1', which says nothing of when, and is kept as it is.
-# K: task, its `redriven:<id>` mark; A: id; S: cutoff, now; SK: pending. {the entry's
-# value when this caller claimed it, its score before (when it went pending this time),
-# the mark an earlier re-drive left ('' for none)}; false when it is no longer stale
-# (another worker took it) or no longer pending (expired or settled meanwhile: then it
-# leaves the index).
+# The claim also writes its token (`claimed:<id>`, a day), which a later claim overwrites:
+# the claimer's produce is fenced by it (`_FENCE`), so that a re-drive that stalled past
+# the grace period after its claim sends nothing another worker's claim took since.
+# K: task, its `redriven:<id>` mark, its `claimed:<id>` token; A: id; S: cutoff, now,
+# token, seconds to keep it; SK: pending. {the entry's value when this caller claimed it,
+# its score before (when it went pending this time), the mark an earlier re-drive left
+# ('' for none)}; false when it is no longer stale (another worker took it) or no longer
+# pending (expired or settled meanwhile: then it leaves the index).
 _CLAIM_STALE = """
 local score = redis.call('ZSCORE', SK[1], A[1])
 if not score or tonumber(score) > tonumber(S[1]) then return false end
@@ -105,7 +109,26 @@ redis.call('ZADD', SK[1], S[2], A[1])
 local before = redis.call('GET', K[2])
 local left = redis.call('PTTL', K[1])
 if left > 0 then redis.call('SET', K[2], before or score, 'PX', left) end
+redis.call('SET', K[3], S[3], 'EX', S[4])
 return {v, score, before or ''}
+"""
+
+# A re-drive's fence, right before its produce (`TaskLedger.fence`): whether the entry is
+# still this caller's to send. It is when it is still pending and its `claimed:<id>` token
+# is this caller's (A[2] '1': an entry this caller claimed), or none (A[2] '': an entry this
+# caller's decision made pending, a merged moment it moved out of its group under its own
+# id, which no re-drive claimed since). One still this caller's is re-scored now: no
+# worker claims it for another grace period, while the produce runs.
+# K: task, its `claimed:<id>` token; A: id, '1' for one this caller claimed; S: token,
+# now; SK: pending. 1, or 0 where another worker's re-drive claimed it (or decided it:
+# no longer pending) since.
+_FENCE = """
+local v = redis.call('GET', K[1])
+if not v or string.sub(v, 1, 1) ~= 'P' then return 0 end
+local held = redis.call('GET', K[2])
+if held ~= S[1] and (held or A[2] ~= '') then return 0 end
+redis.call('ZADD', SK[1], S[2], A[1])
+return 1
 """
 
 # Leave P for a final state; a no-op unless the entry is still P (a repeated call is safe).
@@ -425,6 +448,17 @@ def _kept_ms(until: float | None, now: float) -> int | None:
     return None if until is None else max(1, int((until + DROPPED_KEPT_S - now) * 1000))
 
 
+CLAIM_TOKEN_KEPT_S = 86400
+"""How long a re-drive's claim token (`claimed:<id>`) is kept: longer than any decision
+runs. A decision that stalled longer finds it gone and sends nothing (`fence`): its
+entries are re-driven again, late, not lost."""
+
+
+def new_claim_token() -> str:
+    """A token no other claim holds (`claim_stale`, `fence`)."""
+    return uuid.uuid4().hex
+
+
 def first_pending_of(mark: bytes) -> float | None:
     """When a re-driven task first went pending, as its `redriven:<id>` mark holds it
     (`_CLAIM_STALE`); None for a mark an older build wrote ('1'), which does not say."""
@@ -492,7 +526,8 @@ class TaskLedger:
         self.withdrawal_records_key = f"{prefix}withdrawals:records"
         """Task id -> its withdrawal notice while it is owed."""
         self._claim = BatchScript(redis, _CLAIM, keys=1, args=3)
-        self._claim_stale = BatchScript(redis, _CLAIM_STALE, keys=2, args=1)
+        self._claim_stale = BatchScript(redis, _CLAIM_STALE, keys=3, args=1)
+        self._fence = BatchScript(redis, _FENCE, keys=2, args=2)
         self._settle = BatchScript(redis, _SETTLE, keys=10, args=11)
         self._first_unknown = redis.register_script(_FIRST_OUTCOME_UNKNOWN)
         self._leave = BatchScript(redis, _LEAVE, keys=4, args=8)
@@ -558,6 +593,11 @@ class TaskLedger:
         published it before dying, so a later drop for a profile change withdraws it
         (`redriven`)."""
         return f"{self.prefix}redriven:{task_id}"
+
+    def claimed_key(self, task_id: str) -> str:
+        """The token of the re-drive that claimed the task last (`claim_stale`), for a
+        day (`CLAIM_TOKEN_KEPT_S`): its produce is fenced by it (`fence`)."""
+        return f"{self.prefix}claimed:{task_id}"
 
     async def claim(
         self, items: Sequence[tuple[str, bytes]], again: Collection[str] = ()
@@ -727,6 +767,7 @@ class TaskLedger:
         limit: int = 500,
         since: dict[str, float] | None = None,
         first_pending: dict[str, float | None] | None = None,
+        token: str = "",
     ) -> list[tuple[str, bytes]]:
         """See `sinks.stores.Ledger.claim_stale`: one script call for all of them."""
         now = time.time()
@@ -735,8 +776,9 @@ class TaskLedger:
             self.pending_key, "-inf", cutoff, start=0, num=limit
         )
         task_ids = [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
-        calls = [((self.key(i), self.redriven_key(i)), (i,)) for i in task_ids]
-        replies = await self._claim_stale.run(calls, (cutoff, now), (self.pending_key,))
+        calls = [((self.key(i), self.redriven_key(i), self.claimed_key(i)), (i,)) for i in task_ids]
+        shared = (cutoff, now, token or new_claim_token(), CLAIM_TOKEN_KEPT_S)
+        replies = await self._claim_stale.run(calls, shared, (self.pending_key,))
         claimed = [(i, r) for i, r in zip(task_ids, replies, strict=True) if r]
         if since is not None:
             since.update((i, float(as_bytes(score))) for i, (_, score, _) in claimed)
@@ -745,6 +787,15 @@ class TaskLedger:
                 (i, first_pending_of(as_bytes(mark))) for i, (_, _, mark) in claimed if mark
             )
         return [(i, as_bytes(value)[1:]) for i, (value, _, _) in claimed]
+
+    async def fence(self, claimed: Collection[str], moved: Collection[str], token: str) -> set[str]:
+        """See `sinks.stores.Ledger.fence`: one script call for all of them."""
+        items = [(i, "1") for i in claimed] + [(i, "") for i in moved if i not in claimed]
+        if not items:
+            return set()
+        calls = [((self.key(i), self.claimed_key(i)), (i, mine)) for i, mine in items]
+        replies = await self._fence.run(calls, (token, time.time()), (self.pending_key,))
+        return {i for (i, _), ok in zip(items, replies, strict=True) if ok}
 
     async def postpone(self, task_ids: Sequence[str], seconds: float) -> None:
         """See `sinks.stores.Ledger.postpone`: each one's score in the pending index

@@ -18,6 +18,7 @@ from moments.enums import WithdrawReason
 from moments.models import InputEvent
 from sinks.capacity import merged_rank
 from sinks.ledger import (
+    CLAIM_TOKEN_KEPT_S,
     CLAIMED,
     DEFERRED,
     DROPPED,
@@ -33,6 +34,7 @@ from sinks.ledger import (
     first_pending_of,
     moved_bytes,
     moved_of,
+    new_claim_token,
     sent_meta_of,
     state_of,
     takeover_window,
@@ -96,6 +98,9 @@ class MemoryLedger:
         self.redriven_marks: dict[str, _Entry] = {}
         """`redriven:<id>`: tasks the re-drive decided again, until sent (`claim_stale`),
         each with when it first went pending."""
+        self.claim_tokens: dict[str, _Entry] = {}
+        """`claimed:<id>`: the token of the re-drive that claimed the task last
+        (`claim_stale`), for `CLAIM_TOKEN_KEPT_S`; its produce is fenced by it (`fence`)."""
         self.moved_marks: dict[str, _Entry] = {}
         """`moved:<id>`: the moments of a task published on another channel than their
         payload's (`mark_moved`)."""
@@ -256,9 +261,11 @@ class MemoryLedger:
         limit: int = 500,
         since: dict[str, float] | None = None,
         first_pending: dict[str, float | None] | None = None,
+        token: str = "",
     ) -> list[tuple[str, bytes]]:
         now = self.clock()
         cutoff = now - older_than
+        held = (token or new_claim_token()).encode()
         stale = sorted((score, tid) for tid, score in self.pending.items() if score <= cutoff)
         claimed: list[tuple[str, bytes]] = []
         for score, task_id in stale[:limit]:
@@ -276,9 +283,27 @@ class MemoryLedger:
             entry = self.entries[task_id]
             first = mark.value if mark is not None else repr(score).encode()
             self.redriven_marks[task_id] = _Entry(first, entry.expires_at)
+            self.claim_tokens[task_id] = _Entry(held, now + CLAIM_TOKEN_KEPT_S)  # as Redis
             if since is not None:
                 since[task_id] = score
         return claimed
+
+    async def fence(self, claimed: Collection[str], moved: Collection[str], token: str) -> set[str]:
+        now = self.clock()
+        mine: set[str] = set()
+        items = [(i, True) for i in claimed] + [(i, False) for i in moved if i not in claimed]
+        for task_id, by_claim in items:  # as `_FENCE`
+            value = await self.get(task_id)
+            if value is None or not value.startswith(PENDING):
+                continue
+            held = self._live(self.claim_tokens, task_id)
+            if held is not None and held.value != token.encode():
+                continue
+            if held is None and by_claim:
+                continue
+            self.pending[task_id] = now
+            mine.add(task_id)
+        return mine
 
     async def postpone(self, task_ids: Sequence[str], seconds: float) -> None:
         later = self.clock() + seconds

@@ -203,19 +203,32 @@ class Ledger(Protocol):
         limit: int = 500,
         since: dict[str, float] | None = None,
         first_pending: dict[str, float | None] | None = None,
+        token: str = "",
     ) -> list[tuple[str, bytes]]:
         """Pending entries older than `older_than` seconds, claimed by this caller (each
         re-scored now, so that one worker re-drives it, and marked re-driven in the same
-        step: no join lands between), with their payloads. `since`, when given, takes when
-        each claimed entry went pending, read in the same step (claimed, released, or
-        taken up by an earlier re-drive): its owner published it just after
-        (`TaskSink._confirm_answered`). The mark (`redriven:<id>`) holds when the task
-        first went pending: this claim's `since`, or the mark an earlier re-drive left,
-        kept. `first_pending`, when given, takes for those an earlier re-drive had marked
-        when that mark says they first went pending (None: a mark an older build wrote,
-        which does not say): their `since` is that re-drive's claim, or a release after it
-        parked them, not when they may first have gone out
-        (`sinks.dispatch.sealed_by_redrive`)."""
+        step: no join lands between), with their payloads. Each claimed entry holds
+        `token` (`claimed:<id>`; '' for a new one), which any later claim replaces:
+        `fence` tells this caller, right before its produce, which are still its own.
+        `since`, when given, takes when each claimed entry went pending, read in the
+        same step (claimed, released, or taken up by an earlier re-drive or its fence):
+        its owner published it just after (`TaskSink._confirm_answered`). The mark
+        (`redriven:<id>`) holds when the task first went pending: this claim's `since`,
+        or the mark an earlier re-drive left, kept. `first_pending`, when given, takes
+        for those an earlier re-drive had marked when that mark says they first went
+        pending (None: a mark an older build wrote, which does not say): their `since`
+        is that re-drive's claim, or a release after it parked them, not when they may
+        first have gone out (`sinks.dispatch.sealed_by_redrive`)."""
+        ...
+
+    async def fence(self, claimed: Collection[str], moved: Collection[str], token: str) -> set[str]:
+        """Those of these entries still this re-drive's to send, right before its produce,
+        each re-scored now in the pending index (no worker claims it for another grace
+        period while the produce runs); one round trip. Still pending, and: `claimed` (by
+        its `claim_stale` with `token`) still holding `token`; `moved` (pending by its own
+        decision, a merged moment moved out of its group under its own id) claimed by no
+        re-drive since. Another worker's re-drive that claimed one since (this one stalled
+        past the grace period) decides it: this one sends it not."""
         ...
 
     async def postpone(self, task_ids: Sequence[str], seconds: float) -> None:

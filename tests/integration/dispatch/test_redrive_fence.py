@@ -1,0 +1,163 @@
+"""The re-drive's fence (`Ledger.fence`, `_FENCE` on Redis) and its claim token
+(`claimed:<id>`, written by `_CLAIM_STALE`), on Redis and in memory: a re-drive that
+stalled past the grace period after its claim, while another worker's re-drive claimed
+the same entries, sends none of them (tests/unit/test_redrive_stalled.py has the
+dispatch scenarios on memory; the last test here runs the first of them on Redis).
+Before, nothing fenced the produce: the stalled re-drive published what it had decided
+after the other had decided it, the confirm's no-op coming only after the produce."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from moments.backtest import CollectingProducer
+from moments.models import Channel, Family, Moment, ProfileEvent, ServiceTask
+from sinks.dispatch import TaskSink
+from sinks.ledger import TaskLedger
+from sinks.memory import memory_stores
+from sinks.metrics import Metrics
+from sinks.payloads import task_bytes
+from sinks.policy import DispatchPolicy
+from sinks.stores import DispatchStores, Joining, Leave, Parking, redis_stores
+from sinks.withdrawals import WITHDRAWALS_TOPIC, profile_changes
+
+pytestmark = pytest.mark.integration
+
+SUB = "13800000001"
+TASK, MOVED = "a" * 32, "b" * 32
+
+
+@pytest.fixture(params=["redis", "memory"])
+async def stores(request: pytest.FixtureRequest, redis_db: str) -> AsyncIterator[DispatchStores]:
+    if request.param == "memory":
+        yield memory_stores()
+        return
+    client = Redis.from_url(redis_db)
+    try:
+        yield redis_stores(TaskLedger(client, "fence:", 3600))
+    finally:
+        await client.aclose()
+
+
+async def test_a_claim_overtaken_by_another_is_fenced_out(stores: DispatchStores) -> None:
+    """A claims the entry, B claims it again (A stalled past the grace period): A's fence
+    refuses it, B's holds and re-scores it, so that no claim takes it right after."""
+    ledger = stores.ledger
+    await ledger.claim([(TASK, b"p")])
+    assert [i for i, _ in await ledger.claim_stale(-1.0, token="A")] == [TASK]
+    assert [i for i, _ in await ledger.claim_stale(-1.0, token="B")] == [TASK]
+    assert await ledger.fence([TASK], [], "A") == set()
+    assert await ledger.fence([TASK], [], "B") == {TASK}
+    assert await ledger.claim_stale(30.0, token="C") == []  # re-scored by B's fence
+    assert await ledger.fence([TASK], [], "B") == {TASK}
+
+
+async def test_a_claim_decided_by_another_is_fenced_out(stores: DispatchStores) -> None:
+    """B claimed and sent it (no longer pending): neither A's fence nor B's own holds."""
+    ledger = stores.ledger
+    await ledger.claim([(TASK, b"p")])
+    await ledger.claim_stale(-1.0, token="A")
+    await ledger.confirm([TASK])
+    assert await ledger.fence([TASK], [], "A") == set()
+
+
+async def test_a_claim_never_made_is_fenced_out(stores: DispatchStores) -> None:
+    """An entry pending but claimed by no re-drive is not this re-drive's claim."""
+    await stores.ledger.claim([(TASK, b"p")])
+    assert await stores.ledger.fence([TASK], [], "A") == set()
+
+
+async def test_a_moment_moved_out_holds_until_a_redrive_claims_it(
+    stores: DispatchStores,
+) -> None:
+    """A merged moment A's decision moved out of its group under its own id (pending
+    again, `Leave`): A's fence holds it while no re-drive claimed it; once B's re-drive
+    claimed it (A stalled past the grace period), A's fence refuses it and B's holds it."""
+    ledger = stores.ledger
+    await ledger.claim([(TASK, b"p-t"), (MOVED, b"p-m")])
+    parking = Parking(TASK, SUB, b"", 4_000_000_000.0, 1800.0)
+    assert await stores.deferral.park_many([parking]) == [True]
+    assert await stores.deferral.join_many([Joining(MOVED, SUB, b"")]) == [TASK]
+    assert await ledger.leave_many([Leave(TASK, MOVED, b"p-m", to=MOVED)]) == [True]
+    assert await ledger.fence([], [MOVED], "A") == {MOVED}
+    assert [i for i, _ in await ledger.claim_stale(-1.0, token="B")] == [MOVED]
+    assert await ledger.fence([], [MOVED], "A") == set()
+    assert await ledger.fence([MOVED], [], "B") == {MOVED}
+
+
+POLICY = DispatchPolicy.model_validate({"timezone": "UTC"})
+
+
+def call(at: dt.datetime) -> ServiceTask:
+    return ServiceTask(
+        task_id=TASK,
+        subscriber_id=SUB,
+        moment=Moment(
+            family=Family.FIRST_TIME, type="m", rule_id="m", rule_version=1, description="d"
+        ),
+        priority=3,
+        channel=Channel.OUTBOUND_CALL,
+        action="act",
+        triggered_at=at,
+        created_at=at,
+        deliver_after=at,
+        expires_at=at + dt.timedelta(days=3),
+        evidence=["e1"],
+    )
+
+
+def worker(stores: DispatchStores) -> tuple[TaskSink, CollectingProducer]:
+    producer = CollectingProducer(time.time)
+    sink = TaskSink(
+        producer,
+        "tasks",
+        stores,
+        Metrics(),
+        POLICY,
+        clock=time.time,
+        withdrawals_topic=WITHDRAWALS_TOPIC,
+    )
+    return sink, producer
+
+
+async def test_a_stalled_redrive_does_not_publish_what_another_dropped(
+    stores: DispatchStores,
+) -> None:
+    """tests/unit/test_redrive_stalled.py's first scenario with the real scripts: A's
+    re-drive reads the facts, then stalls; the customer opts out of calls, and B's
+    re-drive claims the task again, drops it `opt_out` and withdraws it. A publishes
+    nothing."""
+    now = dt.datetime.now(dt.UTC)
+    await stores.ledger.claim([(TASK, task_bytes(call(now - dt.timedelta(minutes=5))))])
+    a, produced_a = worker(stores)
+    b, produced_b = worker(stores)
+    kept: Callable[..., Awaitable[Any]] = a._read_for
+
+    async def stalled(*args: Any, **kwargs: Any) -> Any:
+        got = await kept(*args, **kwargs)
+        update = ProfileEvent.model_validate(
+            {
+                "event_id": "p1",
+                "subscriber_id": SUB,
+                "occurred_at": dt.datetime.now(dt.UTC),
+                "opt_out": ["outbound_call"],
+            }
+        )
+        await b.subscribers.record_facts([update])
+        await b.withdrawals.withdraw(profile_changes([update]))
+        assert await b.redrive(-1.0) == 1  # past the grace period
+        return got
+
+    a._read_for = stalled  # type: ignore[method-assign]
+    assert await a.redrive(-1.0) == 1
+    withdrawn = [orjson.loads(p.payload) for p in produced_b.withdrawn]
+    assert [(n["task_id"], n["reason"]) for n in withdrawn] == [(TASK, "opt_out")]
+    assert produced_a.sent == []
+    assert await stores.ledger.state(TASK) == "dropped"
