@@ -53,6 +53,7 @@ async def test_a_claim_overtaken_by_another_is_fenced_out(stores: DispatchStores
     await ledger.claim([(TASK, b"p")])
     assert [i for i, _ in await ledger.claim_stale(-1.0, token="A")] == [TASK]
     assert [i for i, _ in await ledger.claim_stale(-1.0, token="B")] == [TASK]
+    await ledger.postpone([TASK], -3600.0)  # B decided for an hour: stale again
     assert await ledger.fence([TASK], [], "A") == set()
     assert await ledger.fence([TASK], [], "B") == {TASK}
     assert await ledger.claim_stale(30.0, token="C") == []  # re-scored by B's fence
