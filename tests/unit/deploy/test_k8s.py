@@ -453,3 +453,23 @@ def test_the_guide_says_a_rebalance_holds_a_node_drain_and_for_how_long(
     assert f"after {failures} failed probes" in kubernetes
     assert f"{period * (failures - 1)}-{period * failures} s" in kubernetes
     assert "/readyz` fails on every worker" in kubernetes
+
+
+def test_the_workers_spread_over_the_nodes_and_still_run_on_fewer() -> None:
+    """Nothing kept the scheduler from putting every worker on one node: that node lost
+    took every partition and the standby copies meant to replace them
+    (MOMENTS_STANDBY_REPLICAS sits them on another pod, not another node), and its drain
+    moved every worker. The pods spread one a node, softly: a cluster with fewer nodes than
+    workers, or a node cordoned, still runs them all (a hard constraint would leave the
+    pods it cannot place Pending)."""
+    statefulset = one("StatefulSet")
+    pod = statefulset["spec"]["template"]["spec"]
+    spreads = {c["topologyKey"]: c for c in pod.get("topologySpreadConstraints", [])}
+    assert "kubernetes.io/hostname" in spreads, "the workers may all land on one node"
+    spread = spreads["kubernetes.io/hostname"]
+    assert spread["maxSkew"] == 1
+    assert spread["whenUnsatisfiable"] == "ScheduleAnyway"
+    assert spread["labelSelector"]["matchLabels"] == statefulset["spec"]["selector"]["matchLabels"]
+    guide = re.sub(r"\s+", " ", (K8S.parents[1] / "docs" / "operations.md").read_text())
+    kubernetes = guide.split("## Kubernetes ", 1)[1].split("### Scaling", 1)[0]
+    assert "`topologySpreadConstraints`" in kubernetes
