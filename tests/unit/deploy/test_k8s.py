@@ -473,3 +473,94 @@ def test_the_workers_spread_over_the_nodes_and_still_run_on_fewer() -> None:
     guide = re.sub(r"\s+", " ", (K8S.parents[1] / "docs" / "operations.md").read_text())
     kubernetes = guide.split("## Kubernetes ", 1)[1].split("### Scaling", 1)[0]
     assert "`topologySpreadConstraints`" in kubernetes
+
+
+RESTRICTED_VOLUMES = {
+    *("configMap", "csi", "downwardAPI", "emptyDir", "ephemeral"),
+    *("persistentVolumeClaim", "projected", "secret"),
+}
+"""The volume types Pod Security's "restricted" profile admits."""
+
+
+def restricted_problems(pod: dict[str, Any]) -> list[str]:
+    """What in a pod spec Kubernetes' Pod Security "restricted" profile refuses (its
+    baseline controls and its own; kubernetes.io/docs/concepts/security/pod-security-standards)."""
+    problems = [f"pod: {key}" for key in ("hostNetwork", "hostPID", "hostIPC") if pod.get(key)]
+    for volume in pod.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= RESTRICTED_VOLUMES:
+            problems.append(f"volume {volume['name']}: {sorted(kinds)}")
+    pod_context = pod.get("securityContext", {})
+    containers = [*pod.get("initContainers", []), *pod["containers"]]
+    for container in containers:
+        context = {**pod_context, **container.get("securityContext", {})}
+        name = container["name"]
+        if context.get("privileged"):
+            problems.append(f"{name}: privileged")
+        if context.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{name}: allowPrivilegeEscalation is not false")
+        if context.get("runAsNonRoot") is not True or context.get("runAsUser") == 0:
+            problems.append(f"{name}: may run as root")
+        if context.get("seccompProfile", {}).get("type") not in ("RuntimeDefault", "Localhost"):
+            problems.append(f"{name}: no seccompProfile RuntimeDefault or Localhost")
+        capabilities = container.get("securityContext", {}).get("capabilities", {})
+        if "ALL" not in capabilities.get("drop", []):
+            problems.append(f"{name}: capabilities not dropped (ALL)")
+        if set(capabilities.get("add", [])) - {"NET_BIND_SERVICE"}:
+            problems.append(f"{name}: capabilities added {capabilities['add']}")
+        if any("hostPort" in port for port in container.get("ports", [])):
+            problems.append(f"{name}: hostPort")
+    return problems
+
+
+def test_the_namespace_refuses_pods_below_baseline_and_warns_below_restricted() -> None:
+    """The workers' securityContext met Pod Security's "restricted" profile, but nothing in
+    the namespace held anyone to it: a privileged pod or a hostPath volume (a debugging
+    edit of the StatefulSet, another team's pod) went in unremarked. The namespace
+    enforces "baseline" and warns of and audits "restricted" (enforcing it would refuse the
+    runbook's `redis-check` debug pod, which runs as root), and the workers meet
+    "restricted", so they raise no warning."""
+    labels = one("Namespace")["metadata"]["labels"]
+    assert labels.get("pod-security.kubernetes.io/enforce") == "baseline"
+    assert labels.get("pod-security.kubernetes.io/warn") == "restricted"
+    assert labels.get("pod-security.kubernetes.io/audit") == "restricted"
+    assert restricted_problems(one("StatefulSet")["spec"]["template"]["spec"]) == []
+    guide = re.sub(r"\s+", " ", (K8S.parents[1] / "docs" / "operations.md").read_text())
+    assert "redis-check" in guide.split("### MomentsDependencyDown", 1)[1].split("### ", 1)[0]
+    assert "Pod Security" in guide.split("## Kubernetes ", 1)[1].split("### Scaling", 1)[0]
+
+
+def test_the_restricted_check_finds_what_the_profile_refuses() -> None:
+    """The check above is no formality: each control it reads, broken in a copy of the
+    workers' pod, is named."""
+    pod = one("StatefulSet")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    broken = {
+        **pod,
+        "hostNetwork": True,
+        "securityContext": {**pod["securityContext"], "runAsNonRoot": False},
+        "volumes": [*pod["volumes"], {"name": "node", "hostPath": {"path": "/"}}],
+        "containers": [
+            {
+                **container,
+                "ports": [{"containerPort": 9308, "hostPort": 9308}],
+                "securityContext": {
+                    "privileged": True,
+                    "capabilities": {"add": ["SYS_ADMIN"]},
+                    "seccompProfile": {"type": "Unconfined"},
+                },
+            }
+        ],
+    }
+    problems = restricted_problems(broken)
+    assert problems == [
+        "pod: hostNetwork",
+        "volume node: ['hostPath']",
+        "worker: privileged",
+        "worker: allowPrivilegeEscalation is not false",
+        "worker: may run as root",
+        "worker: no seccompProfile RuntimeDefault or Localhost",
+        "worker: capabilities not dropped (ALL)",
+        "worker: capabilities added ['SYS_ADMIN']",
+        "worker: hostPort",
+    ]
