@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
@@ -15,9 +17,11 @@ from urllib.parse import urlsplit
 import pytest
 from ruamel.yaml import YAML
 
+from moments.cli import build_parser
 from moments.connections import security_problems
 from moments.metrics_server import HEALTH_PATHS
 from moments.settings import Settings, load_settings
+from moments.statezip import CURRENT_DICTIONARY, KNOWN_DICTIONARIES
 from rules.catalog import load_rules
 from tests.unit.catalogs import default_rules
 
@@ -382,7 +386,7 @@ def test_the_guide_gives_the_manifests_figures(worker: dict[str, Any]) -> None:
     text = re.sub(r"\s+#?\s*", " ", text)  # wrapped lines and YAML comments read as one
     pods = re.findall(r"deploy/k8s's (?:rolling update of )?(\d+) pods", text)
     pods += re.findall(r"deploy/k8s's \d+ partitions, (\d+) pods", text)
-    scaled = re.findall(r"--replicas=(\d+)", text)
+    scaled = [n for n in re.findall(r"--replicas=(\d+)", text) if n != "0"]  # 0: a stop
     held = re.findall(r"deploy/k8s's (\d+) partitions", text)
     assert len(pods) >= 3, pods
     assert len(scaled) >= 2, scaled
@@ -564,3 +568,63 @@ def test_the_restricted_check_finds_what_the_profile_refuses() -> None:
         "worker: capabilities added ['SYS_ADMIN']",
         "worker: hostPort",
     ]
+
+
+def upgrade_section() -> str:
+    guide = (K8S.parents[1] / "docs" / "operations.md").read_text()
+    heading = "### Upgrading to a new version, and rolling back\n"
+    assert heading in guide, "the guide gives no upgrade procedure"
+    return guide.split(heading, 1)[1].split("\n### ", 1)[0]
+
+
+def test_the_upgrade_steps_come_in_order_and_name_what_the_manifests_define() -> None:
+    """The guide told what a rolling upgrade or a rollback does to waiting tasks and
+    subscriber records, in five sections, but gave no procedure: nowhere said to check the
+    state dictionaries before the rollout (a rollout across a new one stops the old pods),
+    to set the tag in the kustomization, to wait for the rollout, or that `kubectl rollout
+    undo` is undone by the next `kubectl apply -k`. The steps are numbered in order; the
+    names they use are the manifests'; the stop-everything path scales to 0 before it
+    applies."""
+    section = upgrade_section()
+    flat = re.sub(r"\s+", " ", section)
+    assert re.findall(r"^(\d+)\. \*\*", section, re.M) == ["1", "2", "3", "4", "5"]
+    namespace = one("Namespace")["metadata"]["name"]
+    statefulset = one("StatefulSet")
+    name = statefulset["spec"]["serviceName"]
+    pod_labels = statefulset["spec"]["template"]["metadata"]["labels"]
+    assert set(re.findall(r"kubectl -n (\S+)", flat)) == {namespace}
+    assert set(re.findall(r"statefulset/([\w-]+)", flat)) == {statefulset["metadata"]["name"]}
+    for key, value in re.findall(r" -l ([\w./-]+)=([\w.-]+)", flat):
+        assert pod_labels.get(key) == value, key
+    # A StatefulSet's rolling update replaces the highest ordinal first.
+    last = f"{name}-{statefulset['spec']['replicas'] - 1}"
+    assert set(re.findall(rf"{name}-\d+", flat)) == {last}
+    stop_all = flat.split("4. **", 1)[1].split("5. **", 1)[0].split("--replicas=0", 1)
+    assert len(stop_all) == 2
+    assert "kubectl apply -k deploy/k8s" in stop_all[1]
+    rollback = flat.split("**Rolling back**", 1)[1]
+    assert "`newTag: OLD`" in rollback
+    assert "kubectl apply -k deploy/k8s" in rollback
+    assert "Not `kubectl rollout undo` alone" in rollback
+    dashboard = (K8S.parent / "grafana" / "dashboards" / "moments-overview.json").read_text()
+    for panel in re.findall(r'"([^"]+)" panel', flat):
+        assert f'"title": "{panel}"' in dashboard, panel
+
+
+def test_the_upgrade_steps_moments_commands_are_this_versions() -> None:
+    """Every `moments` command the steps run (in a worker's pod or in the new image) parses
+    as written, and the dictionary check prints what this version writes and reads, as
+    the guide quotes it."""
+    flat = re.sub(r"\s+", " ", upgrade_section())
+    image = r"registry\.example\.com/ops/moments:NEW"
+    runs = re.findall(rf"{image} ([a-z][^`]*)`", flat) + re.findall(r"-- moments ([^`]*)`", flat)
+    assert len(runs) >= 2, runs
+    parser = build_parser()
+    for words in runs:
+        parser.parse_args(words.split())  # SystemExit(2) on an unknown command or option
+    (code,) = re.findall(r"--entrypoint python \S+ -c '([^']*)'", flat)
+    printed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert printed == f"writes {CURRENT_DICTIONARY} reads {' '.join(map(str, KNOWN_DICTIONARIES))}"
+    assert f"(`{printed}` for this version)" in flat
