@@ -628,3 +628,61 @@ def test_the_upgrade_steps_moments_commands_are_this_versions() -> None:
     ).stdout.strip()
     assert printed == f"writes {CURRENT_DICTIONARY} reads {' '.join(map(str, KNOWN_DICTIONARIES))}"
     assert f"(`{printed}` for this version)" in flat
+
+
+def test_the_guide_wires_kafka_credentials_into_the_pod_as_the_redis_ones_are(
+    worker: dict[str, Any], settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """deploy/k8s wires Redis' credentials (a Secret, the password as a file) but not
+    Kafka's, and a managed Kafka asks for SASL over TLS: the guide said "the password from
+    a mounted Secret file" and left the Secret, the mount and the variables to be guessed.
+    What it gives now is one whole: the Secret it creates holds every key the pod reads,
+    the files land where the variables point, on a path no other volume takes, readable by
+    the worker's group only, and the settings so made load with no security problem."""
+    guide = (K8S.parents[1] / "docs" / "operations.md").read_text()
+    section = guide.split("\n### Against a managed Kafka\n", 1)[1].split("\n### ", 1)[0]
+    flat = re.sub(r"\s+", " ", section.replace("\\\n", " "))
+    (create,) = re.findall(
+        r"kubectl -n moments create secret generic (\S+) ((?:--from-\S+ ?)+)", flat
+    )
+    secret_name, sources = create
+    keys = set(re.findall(r"--from-(?:literal|file)=([\w.]+)=", sources))
+    (patch,) = [
+        YAML(typ="safe").load(block)
+        for block in re.findall(r"```yaml\n(.*?)```", section, re.S)
+        if "MOMENTS_KAFKA_SASL_PASSWORD_FILE" in block
+    ]
+    (env,) = patch["env"]
+    (mount,) = patch["volumeMounts"]
+    (volume,) = patch["volumes"]
+    assert env["valueFrom"]["secretKeyRef"]["name"] == secret_name
+    assert volume["secret"]["secretName"] == secret_name
+    assert mount["name"] == volume["name"]
+    assert mount["readOnly"] is True
+    assert volume["secret"]["defaultMode"] == 0o440
+    items = {item["key"]: item["path"] for item in volume["secret"]["items"]}
+    assert {env["valueFrom"]["secretKeyRef"]["key"], *items} <= keys
+    taken = {m["mountPath"] for m in worker["volumeMounts"]}
+    assert mount["mountPath"] not in taken, "the mount point is another volume's"
+
+    # The pod: the ConfigMap and the Redis wiring as deploy/k8s has them, plus the patch,
+    # with the Secret's files laid out where the mount puts them (under tmp_path).
+    root = tmp_path / mount["mountPath"].lstrip("/")
+    root.mkdir(parents=True)
+    files = {"password": "kafka-s3cret", "ca.crt": "-----BEGIN CERTIFICATE-----\n"}
+    for key, path in items.items():
+        (root / path).write_text(files[key] + "\n")
+    for key, value in patch["data"].items():
+        value = str(value)
+        if value.startswith(mount["mountPath"] + "/"):
+            assert Path(value).name in items.values(), f"{key}: no file of the Secret there"
+            value = str(tmp_path / value.lstrip("/"))
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv(env["name"], "moments")
+    kafka = load_settings()
+    assert security_problems(kafka) == []
+    assert kafka.kafka_security_protocol == "SASL_SSL"
+    assert kafka.kafka_sasl_password is not None
+    assert kafka.kafka_sasl_password.get_secret_value() == files["password"]
+    assert kafka.kafka_ssl_cafile == root / items["ca.crt"]
+    assert kafka.redis_password == settings.redis_password  # the Redis wiring still holds
