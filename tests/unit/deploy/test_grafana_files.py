@@ -220,3 +220,16 @@ def test_a_panel_that_speaks_of_an_alert_names_one_that_exists() -> None:
                 assert named, (p["title"], description)
                 assert named <= names, (p["title"], named - names)
     assert speaking >= 5
+
+
+def test_no_panel_hides_in_a_collapsed_row_where_the_checks_do_not_read() -> None:
+    """Grafana saves a collapsed row with its panels inside it (`row["panels"]`), not in
+    the dashboard's `panels`: every check of deploy/ on the panels (their queries against
+    the metrics a worker serves, descriptions, units, the datasource) reads the top level
+    only, so a row collapsed in Grafana and saved back would take its panels out of them
+    without a failure. Rows stay open, their panels beside them."""
+    for path in DASHBOARDS:
+        for row in json.loads(path.read_text())["panels"]:
+            if row["type"] == "row":
+                assert row.get("collapsed") is not True, f"{path.name}: {row['title']}"
+                assert not row.get("panels"), f"{path.name}: {row['title']} holds panels"
