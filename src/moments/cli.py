@@ -199,6 +199,20 @@ def _add_worker_command(sub: Subparsers) -> None:
         _cmd_worker,
     )
     p.add_argument("faust_args", nargs=argparse.REMAINDER, help="options for `faust worker`")
+    from moments.stopdeadline import STOP_OVERDUE_EXIT
+
+    # What `kubectl describe pod` or `systemctl status` shows of a stopped worker.
+    p.epilog = f"""{p.epilog}
+
+exit codes:
+  0   stopped by SIGTERM, its batch committed
+  1   the rules refused at start (each problem as file:line:column), or an error
+      waiting cannot fix; the log's last lines name it (docs/operations.md, "The
+      worker stops: not an outage")
+  2   a setting or the dispatch policy refused, or topics it cannot run with; the
+      last line names the variable or topic and the fix
+  {STOP_OVERDUE_EXIT}  still running MOMENTS_STOP_GRACE_SECONDS after SIGTERM, its event loop stuck;
+      the log says where (docs/operations.md, MomentsWorkerStalled)"""
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
