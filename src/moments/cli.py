@@ -205,7 +205,7 @@ def _add_worker_command(sub: Subparsers) -> None:
     p.epilog = f"""{p.epilog}
 
 exit codes:
-  0   stopped by SIGTERM, its batch committed
+  0   stopped by SIGTERM (the log warns if the broker did not take the last commit)
   1   the rules refused at start (each problem as file:line:column), or an error
       waiting cannot fix; the log's last lines name it (docs/operations.md, "The
       worker stops: not an outage")
