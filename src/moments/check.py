@@ -234,13 +234,16 @@ async def _redis(settings: Settings, timeout_s: float) -> Finding:
     from moments.redisurl import redacted_url
 
     step = f"Redis {redacted_url(settings.redis_url)}"
+    warnings: list[str] = []
     try:
         # The worker's own bound (its client's timeout), not more: a Redis slower than that
         # passes for the check and fails the worker (re-check).
-        await check_redis(settings, min(timeout_s, REDIS_TIMEOUT_S), report=False)
+        await check_redis(settings, min(timeout_s, REDIS_TIMEOUT_S), False, warnings)
     except ConfigError as exc:
         return Finding(step, Verdict.FAIL, str(exc))
     except ConnectionError as exc:
         detail = f"{exc}; start it, or set MOMENTS_REDIS_URL to where it listens"
         return Finding(step, Verdict.FAIL, detail)
+    if warnings:
+        return Finding(step, Verdict.WARN, "; ".join(warnings))
     return Finding(step, Verdict.OK, "PONG with the configured credentials")

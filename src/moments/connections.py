@@ -648,11 +648,40 @@ async def probe_redis(client: Redis, settings: Settings) -> None:
         raise cluster_refused(settings, f"{type(exc).__name__}: {exc}") from None
 
 
+async def eviction_warning(client: Redis, settings: Settings) -> str | None:
+    """What a Redis that evicts keys when full would cost, with the fix; None when it
+    does not (`maxmemory-policy noeviction`, or no `maxmemory`) or INFO is denied (the
+    recommended ACL's `-@dangerous`: it cannot be told). Managed Redis services default
+    to evicting (ElastiCache's `volatile-lru`), and the ledger's entries all expire, so
+    every policy but noeviction may drop them."""
+    from redis import exceptions as rx
+
+    try:
+        info = await client.info("memory")
+    except rx.ResponseError:
+        return None
+    policy = str(info.get("maxmemory_policy", "noeviction"))
+    limit = int(info.get("maxmemory", 0) or 0)
+    if policy == "noeviction" or limit == 0:
+        return None
+    return (
+        f"Redis {redacted_url(settings.redis_url)} evicts keys once it holds maxmemory "
+        f"({limit} bytes; maxmemory-policy {policy}): an evicted dedup ledger entry lets its "
+        "task go out again, an evicted waiting task is never sent; set maxmemory-policy "
+        "noeviction (docs/operations.md, 'Redis must keep its data')"
+    )
+
+
 async def check_redis(
-    settings: Settings, timeout_s: float = REDIS_TIMEOUT_S, report: bool = True
+    settings: Settings,
+    timeout_s: float = REDIS_TIMEOUT_S,
+    report: bool = True,
+    warnings: list[str] | None = None,
 ) -> bool:
     """`probe_redis` with the configured credentials; like `check_kafka` (with `report`
-    false, ConnectionError instead of a warning and False)."""
+    false, ConnectionError instead of a warning and False). What would cost tasks but
+    does not stop a worker (`eviction_warning`) goes into `warnings` when given, else is
+    logged."""
     from redis.exceptions import RedisError
 
     client = redis_client(settings, timeout_s)
@@ -662,6 +691,11 @@ async def check_redis(
         # just in time passed a 10 s check after 28 s (re-check).
         async with asyncio.timeout(timeout_s):
             await probe_redis(client, settings)
+            evicting = await eviction_warning(client, settings)
+        if evicting is not None and warnings is not None:
+            warnings.append(evicting)
+        elif evicting is not None:
+            log.warning("%s", evicting)
     except (RedisError, OSError) as exc:
         problem = describe_redis_failure(settings, exc)
         if problem is not None:
