@@ -664,10 +664,12 @@ async def eviction_warning(client: Redis, settings: Settings) -> str | None:
     limit = int(info.get("maxmemory", 0) or 0)
     if policy == "noeviction" or limit == 0:
         return None
+    # In MiB: the log's masking takes a long run of digits for a subscriber number.
     return (
         f"Redis {redacted_url(settings.redis_url)} evicts keys once it holds maxmemory "
-        f"({limit} bytes; maxmemory-policy {policy}): an evicted dedup ledger entry lets its "
-        "task go out again, an evicted waiting task is never sent; set maxmemory-policy "
+        f"({limit / 2**20:.0f} MiB; maxmemory-policy {policy}): an evicted dedup ledger "
+        "entry lets its task go out again, an evicted waiting task is never sent; set "
+        "maxmemory-policy "
         "noeviction (docs/operations.md, 'Redis must keep its data')"
     )
 

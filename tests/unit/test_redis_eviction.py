@@ -93,4 +93,4 @@ async def test_a_starting_worker_logs_it(evicting: str, caplog: pytest.LogCaptur
     with caplog.at_level(logging.WARNING, "moments.connections"):
         assert await check_redis(settings) is True
     (said,) = [r.getMessage() for r in caplog.records if "evicts keys" in r.getMessage()]
-    assert f"Redis {evicting} evicts keys once it holds maxmemory (67108864 bytes" in said
+    assert f"Redis {evicting} evicts keys once it holds maxmemory (64 MiB;" in said
