@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -233,3 +236,47 @@ def test_no_panel_hides_in_a_collapsed_row_where_the_checks_do_not_read() -> Non
             if row["type"] == "row":
                 assert row.get("collapsed") is not True, f"{path.name}: {row['title']}"
                 assert not row.get("panels"), f"{path.name}: {row['title']} holds panels"
+
+
+def test_the_guides_kubernetes_dashboard_command_makes_the_configmap_grafana_loads() -> None:
+    """The guide said how docker compose's Grafana loads the overview and, for a Grafana of
+    one's own, to "pick its Prometheus": nothing said how kube-prometheus-stack's Grafana,
+    the one deploy/k8s's ServiceMonitor and PrometheusRule are written for, gets it (a
+    ConfigMap labelled for its dashboard sidecar). The guide's command makes, from the
+    repository's root, a ConfigMap holding each dashboard file as it is, with the label
+    (run up to its apply, with no cluster, where kubectl is installed)."""
+    guide = (GRAFANA.parents[1] / "docs" / "operations.md").read_text()
+    section = guide.split("\n## Dashboards\n", 1)[1].split("\n## ", 1)[0]
+    (command,) = [
+        line
+        for block in re.findall(r"```sh\n(.*?)```", section, re.S)
+        for line in block.splitlines()
+        if "create configmap" in line
+    ]
+    files = re.findall(r"--from-file=(\S+)", command)
+    assert sorted(GRAFANA.parents[1] / f for f in files) == DASHBOARDS
+    assert "grafana_dashboard=1" in command
+    *make, apply = command.split(" | ")
+    assert apply.startswith("kubectl apply --server-side -f -")
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("no kubectl to render the ConfigMap")
+    piped = ""
+    for step in make:  # the pipe, one kubectl after another (`kubectl` as found)
+        words = shlex.split(step)
+        assert words[0] == "kubectl", step
+        rendered = subprocess.run(
+            [kubectl, *words[1:]],
+            input=piped,
+            cwd=GRAFANA.parents[1],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert rendered.returncode == 0, (step, rendered.stderr)
+        piped = rendered.stdout
+    configmap = YAML(typ="safe").load(piped)
+    assert configmap["kind"] == "ConfigMap"
+    assert configmap["metadata"]["labels"] == {"grafana_dashboard": "1"}
+    for path in DASHBOARDS:
+        assert json.loads(configmap["data"][path.name]) == json.loads(path.read_text())
