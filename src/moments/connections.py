@@ -669,8 +669,7 @@ async def eviction_warning(client: Redis, settings: Settings) -> str | None:
         f"Redis {redacted_url(settings.redis_url)} evicts keys once it holds maxmemory "
         f"({limit / 2**20:.0f} MiB; maxmemory-policy {policy}): an evicted dedup ledger "
         "entry lets its task go out again, an evicted waiting task is never sent; set "
-        "maxmemory-policy "
-        "noeviction (docs/operations.md, 'Redis must keep its data')"
+        "maxmemory-policy noeviction (docs/operations.md, 'Redis must keep its data')"
     )
 
 
