@@ -925,6 +925,17 @@ class TaskLedger:
         """See `sinks.stores.Ledger.redriven`: one round trip."""
         return await self._marked(task_ids, self.redriven_key)
 
+    async def first_pending(self, task_ids: Sequence[str]) -> dict[str, float | None]:
+        """See `sinks.stores.Ledger.first_pending`: one MGET."""
+        if not task_ids:
+            return {}
+        marks: list[Any] = await self.redis.mget([self.redriven_key(i) for i in task_ids])
+        return {
+            i: first_pending_of(as_bytes(mark))
+            for i, mark in zip(task_ids, marks, strict=True)
+            if mark is not None
+        }
+
     async def mark_moved(self, moved: Mapping[str, Mapping[str, str]]) -> None:
         """See `sinks.stores.Ledger.mark_moved`: one pipeline."""
         if not moved:

@@ -423,6 +423,10 @@ class MemoryLedger:
     async def redriven(self, task_ids: Sequence[str]) -> set[str]:
         return {i for i in task_ids if self._live(self.redriven_marks, i) is not None}
 
+    async def first_pending(self, task_ids: Sequence[str]) -> dict[str, float | None]:
+        marks = {i: self._live(self.redriven_marks, i) for i in task_ids}
+        return {i: first_pending_of(m.value) for i, m in marks.items() if m is not None}
+
     async def mark_moved(self, moved: Mapping[str, Mapping[str, str]]) -> None:
         until = self.clock() + self.ttl  # as Redis: EX ttl
         for task_id, channels in moved.items():

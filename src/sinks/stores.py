@@ -337,6 +337,13 @@ class Ledger(Protocol):
         does not mark it `unsent`. One round trip."""
         ...
 
+    async def first_pending(self, task_ids: Sequence[str]) -> dict[str, float | None]:
+        """Those of these tasks a re-drive decided again (`redriven`), each with when it
+        first went pending, as its `redriven:<id>` mark holds it (`claim_stale`'s
+        `first_pending`; None for a mark an older build wrote, which does not say). One
+        round trip."""
+        ...
+
     async def redriven_unsent(self, task_ids: Sequence[str]) -> tuple[set[str], set[str]]:
         """`redriven` and `unsent` of these tasks together, in one round trip (a drop that
         may withdraw them reads both)."""
