@@ -153,7 +153,15 @@ def sealed_by_redrive(c: Candidate, went: float | None, policy: DispatchPolicy) 
     if went is None:
         return True
     carrier = next((t for t in c.tasks if t.task_id == c.carrier_id), None)
-    return carrier is None or went <= policy.last_send(carrier)
+    return carrier is None or sealed_alone(carrier, went, policy)
+
+
+def sealed_alone(task: ServiceTask, went: float | None, policy: DispatchPolicy) -> bool:
+    """`sealed_by_redrive` of a task by itself, the carrier of its own entry: whether a
+    re-drive that decided it (`went`: when it first went pending, its `redriven:<id>`
+    mark's time; None for an older build's mark, which does not say) judged that it may
+    have gone out, so that its drop kept its cooldown (`_gone`)."""
+    return went is None or went <= policy.last_send(task)
 
 
 class TaskSink:
@@ -361,25 +369,42 @@ class TaskSink:
                 return set()
             self._taken_over |= taken - dropped
             if known:
-                dropped |= await self._dropped_before(known)
+                dropped |= await self._dropped_before([t for t in unique if t.task_id in known])
             return dropped & {t.task_id for t in unique}
         finally:
             self._payloads.clear()
 
-    async def _dropped_before(self, task_ids: Sequence[str]) -> set[str]:
-        """Those of `task_ids` the ledger holds as dropped. The engine makes a task again
-        when its events are read again (a crash before their state was written): that
-        state never had the cooldown given back, so a task dropped the first time gives
-        it back again. Not one a re-drive decided (`redriven:<id>`, kept while the entry
-        lives): it may have gone out (its worker died after the produce, before the
-        confirm and the state), and keeps its cooldown as the re-drive's drop does
-        (`_gone`); a worker that was dropping it owed its return, which the timer sends."""
+    async def _dropped_before(self, tasks: Sequence[ServiceTask]) -> set[str]:
+        """The ids of `tasks` the ledger holds as dropped whose drop gave their cooldowns
+        back. The engine makes a task again when its events are read again (a crash before
+        their state was written): that state never had the cooldown given back, so a task
+        dropped the first time gives it back again. Not one a re-drive decided
+        (`redriven:<id>`, kept while the entry lives) that may have gone out (sealed,
+        `sealed_by_redrive`: its worker died after the produce, before the confirm and the
+        state): it keeps its cooldown as the re-drive's drop does (`_gone`); a worker that
+        was dropping it owed its return, which the timer sends. One that first went pending
+        after its last send (`first_went_pending`, the mark's time) never went out: the
+        re-drive dropped it unsealed and returned its cooldown (`_gone`), and so does the
+        batch read again. Whichever the engine applies first, the other finds the mark
+        gone (`holds_mark`). Kept as a sealed one's, the return read before the batch again
+        (the returns topic caught up ahead of the input partition's backlog) found no mark
+        to remove in the state before the batch, which then set it again: the rule stayed
+        in cooldown for a task never sent, and its next moment made none. Judged by the
+        task the batch made again (the same id, the same expiry) and the policy in force:
+        a `min_time_left` reloaded since the re-drive may judge it otherwise."""
+        task_ids = [t.task_id for t in tasks]
         values = await self._redis(lambda: self.ledger.get_many(task_ids), "reading task ids")
-        ids = [i for i, v in zip(task_ids, values, strict=True) if state_of(v) == "dropped"]
-        if not ids:
+        gone = [t for t, v in zip(tasks, values, strict=True) if state_of(v) == "dropped"]
+        if not gone:
             return set()
-        redriven = await self._redis(lambda: self.ledger.redriven(ids), "reading task ids")
-        return set(ids) - redriven
+        ids = [t.task_id for t in gone]
+        first = await self._redis(lambda: self.ledger.first_pending(ids), "reading task ids")
+        policy = self.policy
+        return {
+            t.task_id
+            for t in gone
+            if t.task_id not in first or not sealed_alone(t, first[t.task_id], policy)
+        }
 
     async def redrive(self, older_than: float) -> int:
         """The timer's work, safe on every worker at once: release the deferred tasks whose

@@ -230,3 +230,27 @@ async def test_a_task_a_redrive_parked_goes_whole_to_a_full_pool() -> None:
     assert await w.state() == "sent"
     assert published(w.producer) == [TASK]
     assert w.returns.pending == []
+
+
+async def test_a_batch_read_again_after_a_redrive_returned_its_cooldown_gives_it_back() -> None:
+    """The engine made the call with less than `min_time_left` to live, and the worker died
+    after its claim, before its decision and its batch's state. The re-drive drops it
+    `expired`, unsealed (it first went pending after its last send: it never went out), and
+    returns its cooldown. The batch read again after that finds it dropped and gives the
+    cooldown back too, in the state it writes: whichever of the two the engine applies
+    first, the other finds the mark gone. Before: kept, as a task that may have gone out
+    (`_dropped_before` read the `redriven:<id>` mark alone); the return, read before the
+    batch again (the returns topic caught up ahead of the input partition's backlog), had
+    found no mark to remove in the state before the batch, so the rule stayed in
+    cooldown for a call never made, and its next moment made no task."""
+    w = Published(task=call(expires_at=PRODUCED + dt.timedelta(minutes=2)))
+    await w.claimed()
+    assert w.sink.policy.last_send(w.task) < PRODUCED.timestamp()
+    w.clock.now += GRACE_S + 10
+    assert await w.sink.redrive(GRACE_S) == 1
+    assert await w.state() == "dropped"
+    assert await w.stores.ledger.redriven([TASK]) == {TASK}
+    assert [r.task_id for r in w.returns.take()] == [TASK]
+    w.sink.add(w.task)  # the batch read again
+    assert await w.sink.flush() == {TASK}
+    assert published(w.producer) == []

@@ -297,6 +297,34 @@ class TestCooldownKeptAfterAProduce:
         assert await w.ledger.owed_returns(later.timestamp()) == []
 
 
+class TestCooldownReturnedAfterAClaim:
+    async def test_its_batch_read_again_after_the_redrive_gives_it_back_too(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """The engine made the task with less than `min_time_left` to live, and its worker
+        died after the claim, before the decision and the batch's state. The re-drive
+        drops it `expired` and returns its cooldown: it went pending after its last send,
+        so it never went out. The batch read again then gives the cooldown back too
+        (whichever the engine applies first, the other finds the mark gone). Before: kept
+        as a task that may have gone out (`_dropped_before` read the `redriven:<id>` mark
+        alone), and a return read before the batch again found no mark to remove: the
+        rule stayed in cooldown for a task never sent."""
+        w = make_worker()
+        short = task("k6", sub=SUB, expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=2))
+        assert w.sink.policy.last_send(short) < time.time()
+        assert await w.ledger.claim([("k6", task_bytes(short))]) == [1]
+        fresh = make_worker()
+        returns = CollectedCooldownReturns(lambda: {RULE})
+        fresh.sink.returns = returns
+        assert await fresh.sink.redrive(older_than=0) == 1
+        assert await w.ledger.state("k6") == "dropped"
+        assert await w.ledger.redriven(["k6"]) == {"k6"}
+        assert [r.task_id for r in returns.pending] == ["k6"]
+        w.sink.add(short)  # the batch read again
+        assert await w.sink.flush() == {"k6"}
+        assert len(await published(w.settings, 0)) == 0
+
+
 class TestWithdrawnAtTheRedrive:
     async def test_a_task_sent_then_dropped_at_its_redrive_for_an_opt_out_is_withdrawn(
         self, make_worker: MakeWorker
