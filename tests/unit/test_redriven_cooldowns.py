@@ -7,9 +7,10 @@ re-drive on Redis."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -18,7 +19,7 @@ from moments.backtest import CollectingProducer
 from moments.models import Channel, Family, Moment, ServiceTask
 from sinks.cooldowns import CollectedCooldownReturns
 from sinks.dispatch import TaskSink
-from sinks.memory import memory_stores
+from sinks.memory import MemoryLedger, memory_stores
 from sinks.metrics import Metrics
 from sinks.payloads import task_bytes
 from sinks.policy import DispatchPolicy
@@ -254,3 +255,20 @@ async def test_a_batch_read_again_after_a_redrive_returned_its_cooldown_gives_it
     w.sink.add(w.task)  # the batch read again
     assert await w.sink.flush() == {TASK}
     assert published(w.producer) == []
+
+
+async def test_a_task_redriven_under_an_older_builds_mark_keeps_its_cooldown_when_read_again() -> (
+    None
+):
+    """As above, its `redriven:<id>` mark written by an older build (`1`, which does not say
+    when the task first went pending): judged sealed, as the re-drive judges such a mark
+    (`sealed_by_redrive`), so the batch read again keeps its cooldown."""
+    w = Published(task=call(expires_at=PRODUCED + dt.timedelta(minutes=2)))
+    await w.claimed()
+    w.clock.now += GRACE_S + 10
+    assert await w.sink.redrive(GRACE_S) == 1
+    ledger = cast(MemoryLedger, w.stores.ledger)
+    ledger.redriven_marks[TASK] = dataclasses.replace(ledger.redriven_marks[TASK], value=b"1")
+    assert await w.stores.ledger.first_pending([TASK]) == {TASK: None}
+    w.sink.add(w.task)  # the batch read again
+    assert await w.sink.flush() == set()
