@@ -149,9 +149,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not isinstance(exc, RulesError):
             raise
 
+        if isinstance(exc, RulesPathError):  # a path given wrong: set-up, exit 2
+            # Not "rules refused", the heading of a file read and found wanting: with it,
+            # people looked for the error in their YAML.
+            _refused(
+                f"moments: cannot read the rules path given (the rules were not checked):\n{exc}"
+            )
+            return 2
         what = "holiday calendar" if isinstance(exc, CalendarError) else "rules"
         _refused(f"moments: {what} refused:\n{exc}")
-        return 2 if isinstance(exc, RulesPathError) else 1  # a path given wrong: set-up
+        return 1
     except KeyboardInterrupt:
         return 130
     finally:

@@ -311,7 +311,10 @@ def _read(path: Path) -> list[tuple[str, str]]:
                 refused.append(RuleProblem(str(file), 1, 1, problem))
     except FileNotFoundError as exc:  # a recipe's path copied from another directory
         where = "" if path.is_absolute() else f" (a path from {Path.cwd()})"
-        problem = f"cannot read: no such rules file or folder{where}; check the path"
+        problem = (
+            f"cannot read: no such rules file or folder{where}; check the path, "
+            "give a rules .yaml file or a folder of them"
+        )
         raise RulesPathError([RuleProblem(str(path), 1, 1, problem)]) from exc
     except OSError as exc:
         problem = f"cannot read: {exc.strerror}"

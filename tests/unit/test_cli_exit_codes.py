@@ -37,3 +37,41 @@ def test_a_file_given_that_is_not_there_exits_2(
     assert main([a.format(**paths) for a in argv]) == 2
     said = capsys.readouterr()
     assert "nope.jsonl" in said.out + said.err or str(tmp_path) in said.out + said.err
+
+
+RULES_PATH_COMMANDS = {
+    "rules test": ["rules", "test", "{missing}", "--events", "{events}"],
+    "rules explain --rules": ["rules", "explain", "--rules", "{missing}"],
+    "rules diff, the old": ["rules", "diff", "{missing}", CATALOG],
+    "rules diff, the new": ["rules", "diff", CATALOG, "{missing}"],
+    "backtest --rules": ["backtest", "--events", "{events}", "--rules", "{missing}"],
+    "backtest --baseline-rules": [
+        "backtest",
+        "--events",
+        "{events}",
+        "--rules",
+        CATALOG,
+        "--baseline-rules",
+        "{missing}",
+    ],
+    "state seed --rules": ["state", "seed", "--events", "{events}", "--rules", "{missing}"],
+}
+
+
+@pytest.mark.parametrize("argv", RULES_PATH_COMMANDS.values(), ids=RULES_PATH_COMMANDS.keys())
+def test_a_rules_path_that_is_not_there_is_not_called_refused_rules(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rules path not there printed `moments: rules refused:`, the heading of a rules
+    file read and found wanting: a person looked for the error in their YAML. It says
+    the path cannot be read, that the rules were not checked, and the fix."""
+    events = tmp_path / "events.jsonl"
+    events.write_text("")
+    missing = tmp_path / "my-rules"
+    paths = {"missing": missing, "events": events}
+    assert main([a.format(**paths) for a in argv + ["--dry-run"] * (argv[0] == "state")]) == 2
+    err = capsys.readouterr().err
+    assert "rules refused" not in err
+    assert "moments: cannot read the rules path given (the rules were not checked):" in err
+    assert f"{missing}:1:1: cannot read: no such rules file or folder" in err
+    assert "give a rules .yaml file or a folder of them" in err
