@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from moments.cliparts import Subparsers
     from moments.seed import Seeded
     from moments.settings import Settings
+    from rules.series import Series
 
 SHOW_EXAMPLES = """
     moments state show 13800138000                 # the record, field by field
@@ -205,7 +206,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     with bar.progress:
         found = asyncio.run(latest_records(settings, subscribers, bar))
     missing = 0
-    named = None if args.json else names(settings)
+    named, series = (None, {}) if args.json else names(settings)
     for sub, stored in found.items():
         record = readable(stored.value) if stored is not None else None
         if args.json:
@@ -217,7 +218,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
                 f"# {sub}: partition {stored.partition}, {record['_stored_bytes']} bytes "
                 f"stored, {record['_json_bytes']} of JSON; {READ_AS}"
             )
-            shown = for_people(record, named)
+            shown = for_people(record, named, series)
             print(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
         if stored is not None and stored.partition != stored.hashed:
             console.print(
@@ -234,19 +235,21 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 1 if missing else 0
 
 
-def names(settings: Settings | None) -> dict[str, str] | None:
-    """The tags of MOMENTS_RULES (or the packaged catalog), named; None when they cannot
-    be loaded, or the settings could not be read (the record is shown all the same)."""
-    from moments.stateview import tag_names
+def names(settings: Settings | None) -> tuple[dict[str, str] | None, dict[str, Series]]:
+    """The tags of MOMENTS_RULES (or the packaged catalog), named, and its series by tag
+    (their rings read by period); None and none when they cannot be loaded, or the
+    settings could not be read (the record is shown all the same)."""
+    from moments.stateview import series_by_tag, tag_names
     from rules.catalog import load_rules
     from rules.exceptions import RulesError
 
     if settings is None:
-        return None
+        return None, {}
     try:
-        return tag_names(load_rules(settings.rules))
+        rules = load_rules(settings.rules)
     except RulesError:
-        return None
+        return None, {}
+    return tag_names(rules), series_by_tag(rules)
 
 
 def _cmd_seed(args: argparse.Namespace) -> int:
@@ -459,6 +462,6 @@ def _cmd_decode(args: argparse.Namespace) -> int:
             settings = command_settings()
         except ConfigError:
             settings = None
-        record = for_people(record, names(settings))
+        record = for_people(record, *names(settings))
     print(orjson.dumps(record, option=orjson.OPT_INDENT_2).decode())
     return 0

@@ -10,20 +10,24 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from moments.cooldowns import RETURNS_TOPIC_SUFFIX
 from moments.fence import Fold, header_value
 from moments.partitioning import partition_of
+from moments.risk import HOTLINE_CALLS
 from moments.settings import Settings
+from moments.sources import SOURCE_CODES
 from moments.state import SubscriberState
 from moments.statezip import MisnamedRecordError, unpack
 from moments.topicread import Progress, TopicReader, topic_consumer
+from rules.series import BEGUN
 from rules.windows import window_start_day
 
 if TYPE_CHECKING:
     from rules.catalog import RuleSet
+    from rules.series import Series
 
 STATE_TABLE = "subscribers"
 """The Faust table's name (moments.app), hence its changelog `<app id>-subscribers-changelog`."""
@@ -118,7 +122,8 @@ def readable(stored: bytes) -> dict[str, Any]:
 
 
 READ_AS = (
-    "times RFC 3339 in UTC; days (closed, special_day, leads) the subscriber's local dates; "
+    "times RFC 3339 in UTC; days (closed, special_day, leads) and series windows the "
+    "subscriber's local dates; offsets, seen and recent by source and partition; "
     "_tags names the rule or series behind each hashed key (--json: as stored)"
 )
 """How `for_people` writes a record, said above it."""
@@ -129,24 +134,39 @@ _TAGGED = ("first_seen", "series", "last", "last_at", "fired", "fired_by", "shad
 """Fields whose keys begin with a rule's or series' tag (`rules.rule.state_tag`)."""
 
 
-def for_people(record: dict[str, Any], names: dict[str, str] | None) -> dict[str, Any]:
+def for_people(
+    record: dict[str, Any],
+    names: dict[str, str] | None,
+    series: Mapping[str, Series] | None = None,
+) -> dict[str, Any]:
     """A `readable` record with its epoch seconds as RFC 3339 times (UTC), its day
     ordinals and window indices as dates, and `_tags`: what each hashed key of the
     record is (`names`: tag -> "rule <id>" or "series <name>" of the rules loaded; None:
     the rules could not be loaded, said in `_tags`). Stored
-    as numbers for size, they read as `first_seen: {"3595a3:app": 1796400000}`. A record
+    as numbers for size, they read as `first_seen: {"3595a3:app": 1796400000}`. The
+    series rings of `series` (tag -> its definition, `series_by_tag`; the risk score's
+    `hotline` always) read as their windows' local dates and values, the offsets, `seen`
+    and `recent` by source name and partition. A record
     with a field of a shape the detector never writes (damaged, hand-edited) is shown as
     stored, said so: its numbers are the evidence."""
     try:
-        return _for_people(record, names)
+        return _for_people(record, names, {HOTLINE_CALLS.tag: HOTLINE_CALLS, **(series or {})})
     except (TypeError, ValueError, AttributeError, OverflowError, IndexError) as exc:
         return {**record, "_as_stored": f"a field of a shape never written ({exc!r})"}
 
 
-def _for_people(record: dict[str, Any], names: dict[str, str] | None) -> dict[str, Any]:
+def _for_people(
+    record: dict[str, Any], names: dict[str, str] | None, series: Mapping[str, Series]
+) -> dict[str, Any]:
     out = dict(record)
     for name in _TIMES:
         out[name] = {key: _time(at) for key, at in record.get(name, {}).items()}
+    out["seen"] = {_SOURCES.get(key, key): at for key, at in out.get("seen", {}).items()}
+    out["recent"] = {_SOURCES.get(key, key): ids for key, ids in record.get("recent", {}).items()}
+    out["offsets"] = {_source_partition(key): at for key, at in record.get("offsets", {}).items()}
+    out["series"] = {
+        key: _ring(key, ring, series) for key, ring in record.get("series", {}).items()
+    }
     out["complaints"] = {
         key: _time(at) if at >= 0 else f"resolved {_time(-at)}"
         for key, at in record.get("complaints", {}).items()
@@ -182,6 +202,58 @@ def tag_names(rules: RuleSet) -> dict[str, str]:
     return named
 
 
+def series_by_tag(rules: RuleSet) -> dict[str, Series]:
+    """Each series' tag -> its definition, for `for_people` to read its ring."""
+    return {series.tag: series for series in rules.series.values()}
+
+
+_SOURCES = {code: event_type.value for event_type, code in SOURCE_CODES.items()}
+"""Source code of the record's keys (`u`) -> the event type it stands for (`usage`)."""
+
+
+def _source_partition(key: str) -> str:
+    """An `offsets` key, `u3`, as `usage partition 3`; another as stored."""
+    source, partition = key[:1], key[1:]
+    if source in _SOURCES and partition.isdigit():
+        return f"{_SOURCES[source]} partition {partition}"
+    return key
+
+
+def _ring(key: str, ring: list[float], series: Mapping[str, Series]) -> Any:
+    """A series ring (rules.series: `[newest, first, slots of each window, newest
+    first]`) as its windows' first local days and their values, and where its history
+    begins; a begin (`<tag>.b`: `[window]`) as that window. The ring of a series not in
+    the rules loaded is shown as stored: its period and width are theirs to say."""
+    begun = key.endswith(BEGUN)
+    found = series.get(key[: -len(BEGUN)] if begun else key)
+    if found is None:
+        return ring
+    period = found.period
+    if begun:
+        return {"history began": _window_day(period, int(ring[0]))}
+    newest, first = int(ring[0]), int(ring[1])
+    width = found.width
+    names = ("sum", "count", "max") if width == 3 else ("count",)
+    windows = {}
+    for pos, at in enumerate(range(2, len(ring), width)):
+        values = ring[at : at + width] + [0.0] * (width - len(ring[at : at + width]))
+        windows[_window_day(period, newest - pos)] = {
+            name: int(value) if float(value).is_integer() else value
+            for name, value in zip(names, values, strict=True)
+        }
+    return {
+        "per": period,
+        "history from": _window_day(period, first),
+        "windows": windows,
+    }
+
+
+def _window_day(period: str, index: int) -> str:
+    """A window index as its first local day: `2026-12-07`, `week from 2026-12-07`."""
+    start = window_start_day(period, index).isoformat()
+    return start if period == "day" else f"{period} from {start}"
+
+
 def _time(at: float) -> str:
     return dt.datetime.fromtimestamp(at, dt.UTC).isoformat().replace("+00:00", "Z")
 
@@ -196,6 +268,5 @@ def _window(key: str, index: int) -> str | int:
     if key == "checked":
         return _day(index)
     if key in ("day", "week", "month"):
-        start = window_start_day(key, index).isoformat()
-        return start if key == "day" else f"{key} from {start}"
+        return _window_day(key, index)
     return index

@@ -192,3 +192,52 @@ def test_decode_prints_the_record_when_the_rules_cannot_be_loaded(
     shown = orjson.loads(capsys.readouterr().out.partition("\n")[2])
     assert shown["fired"] == {"ab12": "1970-01-01T00:00:05Z"}
     assert shown["_tags"].startswith("not named: the rules could not be loaded")
+
+
+def test_series_rings_and_offsets_read_as_windows_and_partitions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`state decode` (and `show`) left the series rings as stored, `[24323, 24322, 3, 1,
+    3, 12.5, 1, 12.5]`, and the offsets and `seen` under source codes (`u3`): numbers no
+    one could read. A ring reads as its windows' first local days with their values,
+    and where its history begins; offsets and `seen` by source name and partition."""
+    import datetime as dt
+
+    from moments.risk import HOTLINE_CALLS
+    from rules.catalog import load_rules
+    from rules.windows import window_index
+
+    spend = load_rules(None).series["spend_month"]
+    november = window_index("month", dt.date(2026, 11, 5))
+    ring = spend.fold(None, november, 12.5)
+    ring = spend.fold(ring, window_index("month", dt.date(2026, 12, 1)), 3)
+    hotline = HOTLINE_CALLS.fold(None, dt.date(2026, 12, 7).toordinal(), 1.0)
+    assert ring is not None
+    assert hotline is not None
+    state = SubscriberState(
+        series={spend.tag: ring, spend.begun_tag: spend.begin(november), "hotline": hotline},
+        offsets={"u3": 1234, "p0": 7},
+        seen={"u": 1_796_400_000},
+    )
+    path = tmp_path / "record.bin"
+    path.write_bytes(state.to_bytes())
+    assert main(["state", "decode", str(path)]) == 0
+    shown = orjson.loads(capsys.readouterr().out.partition("\n")[2])
+    assert shown["series"][spend.tag] == {
+        "per": "month",
+        "history from": "month from 2026-11-01",
+        "windows": {
+            "month from 2026-12-01": {"sum": 3, "count": 1, "max": 3},
+            "month from 2026-11-01": {"sum": 12.5, "count": 1, "max": 12.5},
+        },
+    }
+    assert shown["series"][spend.begun_tag] == {"history began": "month from 2026-11-01"}
+    assert shown["series"]["hotline"] == {
+        "per": "day",
+        "history from": "2026-12-07",
+        "windows": {"2026-12-07": {"count": 1}},
+    }
+    assert shown["offsets"] == {"usage partition 3": 1234, "profile partition 0": 7}
+    assert shown["seen"] == {"usage": "2026-12-04T16:00:00Z"}
+    assert main(["state", "decode", str(path), "--json"]) == 0
+    assert orjson.loads(capsys.readouterr().out)["series"][spend.tag] == ring
