@@ -136,12 +136,36 @@ _BIRTH_DAY = (
     r"|([2468][048]|[3579][26])00)-02-29"
 )
 """A birthday's day, when it has a year, in `eventspan.BIRTH_YEARS` (1901-9898)."""
-PROFILE_DAY_PATTERN = f"^({_EVENT_DAY})$"
+EPOCH_DAY = "1970-01-01"
+"""The day of Unix time 0: in a profile's days, a zero some upstream system wrote for
+none, not a day of the customer (no line joined, no contract ended, then), refused as the
+database's empty dates are (`EPOCH_DAY_REFUSED`)."""
+_NOT_EPOCH = (
+    r"1970-(01-(0[2-9]|[12][0-9]|3[01])|(0[3578]|1[02])-(0[1-9]|[12][0-9]|3[01])"
+    r"|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))"
+)
+"""The days of 1970 but its first, for the schemas' patterns (no look-ahead: not every
+JSON Schema validator's regex engine has one)."""
+_PROFILE_DAY = (
+    rf"{_NOT_EPOCH}|(197[1-9]|19[89][0-9]|[2-8][0-9]{{3}}|9([0-7][0-9]{{2}}|8([0-8][0-9]|9[0-8])))"
+    rf"-({_MM_DD})"
+    r"|(19(7[26]|8[048]|9[26])|([2-8][0-9]|9[0-8])(0[48]|[2468][048]|[13579][26])"
+    r"|([2468][048]|[3579][26])00)-02-29"
+)
+"""A profile's day: `_EVENT_DAY` but `EPOCH_DAY`."""
+_BIRTH_DAY_NOT_EPOCH = (
+    rf"{_NOT_EPOCH}|(190[1-9]|19[1-6][0-9]|197[1-9]|19[89][0-9]|[2-8][0-9]{{3}}"
+    rf"|9([0-7][0-9]{{2}}|8([0-8][0-9]|9[0-8])))-({_MM_DD})"
+    r"|(19(0[48]|[2468][048]|[13579][26])|([2-8][0-9]|9[0-8])(0[48]|[2468][048]|[13579][26])"
+    r"|([2468][048]|[3579][26])00)-02-29"
+)
+"""A birthday's day with a year: `_BIRTH_DAY` but `EPOCH_DAY`."""
+PROFILE_DAY_PATTERN = f"^({_PROFILE_DAY})$"
 """What the schemas hold a profile's `joined_on` and `contract_end` to: a real day of
-`EVENT_YEARS` (`Day`)."""
-BIRTHDAY_PATTERN = rf"^({_BIRTH_DAY}|{_MM_DD}|02-29)$"
+`EVENT_YEARS` but `EPOCH_DAY` (`Day`)."""
+BIRTHDAY_PATTERN = rf"^({_BIRTH_DAY_NOT_EPOCH}|{_MM_DD}|02-29)$"
 """What the schemas hold a profile's `birthday` to: a month and day, or a real day of
-`BIRTH_YEARS`."""
+`BIRTH_YEARS` but `EPOCH_DAY`."""
 
 
 def _rfc3339(day: str) -> str:
@@ -539,6 +563,19 @@ OUTSIDE_BIRTH_YEARS = (
     'field out, or "" to clear it'
 )
 """Why a `birthday` of a year outside `BIRTH_YEARS` is refused."""
+EPOCH_DAY_REFUSED = (
+    f"{EPOCH_DAY} is the day of Unix time 0, a zero an upstream system wrote for a date it "
+    'did not have, no day of the line: leave the field out, or "" to clear it, and have '
+    "the sender write none for an unknown date"
+)
+"""Why a profile's `joined_on` or `contract_end` of `EPOCH_DAY` is refused."""
+EPOCH_BIRTHDAY_REFUSED = (
+    f"{EPOCH_DAY} is the day of Unix time 0, a zero an upstream system wrote for a date it "
+    'did not have, which would be greeted every 1 January: leave the field out, or "" to '
+    "clear it; a customer truly born that day is written 01-01 (the rules read the month "
+    "and day alone)"
+)
+"""Why a `birthday` of `EPOCH_DAY` is refused."""
 
 
 def _of_event_years(value: Any) -> Any:
@@ -552,6 +589,8 @@ def _of_event_years(value: Any) -> Any:
         year = None  # not a day: the date schema says so
     if year is not None and not EVENT_YEARS[0] <= year <= EVENT_YEARS[1]:
         raise ValueError(OUTSIDE_EVENT_YEARS)
+    if year == 1970 and str(value)[:10] == EPOCH_DAY:  # a date's str is YYYY-MM-DD too
+        raise ValueError(EPOCH_DAY_REFUSED)
     return value
 
 
@@ -803,16 +842,17 @@ class ProfileEvent(_Event):
         | None
     ) = Field(
         default=None,
-        description="MM-DD, or YYYY-MM-DD of 1901-9898 (02-29 in leap years only)"
-        + _CLEARS
-        + _KEPT,
+        description="MM-DD, or YYYY-MM-DD of 1901-9898 but 1970-01-01, Unix time 0 (02-29 "
+        "in leap years only)" + _CLEARS + _KEPT,
     )
     joined_on: Day | Blank | None = Field(
-        default=None, description="YYYY-MM-DD of 1970-9898" + _CLEARS + _KEPT
+        default=None,
+        description="YYYY-MM-DD of 1970-9898 but 1970-01-01, Unix time 0" + _CLEARS + _KEPT,
     )
     contract_end: Day | Blank | None = Field(
         default=None,
-        description="YYYY-MM-DD of 1970-9898 (none for a contract with no end)" + _CLEARS + _KEPT,
+        description="YYYY-MM-DD of 1970-9898 but 1970-01-01, Unix time 0 (none for a contract "
+        "with no end)" + _CLEARS + _KEPT,
     )
     tier: Annotated[str, text(16), AfterValidator(str.strip)] | None = Field(
         default=None,
@@ -868,6 +908,8 @@ class ProfileEvent(_Event):
             return value
         if not BIRTH_YEARS[0] <= int(value[:4]) <= BIRTH_YEARS[1]:
             raise ValueError(OUTSIDE_BIRTH_YEARS)
+        if value == EPOCH_DAY:
+            raise ValueError(EPOCH_BIRTHDAY_REFUSED)
         return value[5:]
 
     @model_validator(mode="after")

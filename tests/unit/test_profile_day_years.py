@@ -33,6 +33,8 @@ SCHEMA = json.loads(
 CHECKED_YEARS = sorted({0, *range(1, 10000, 97), *range(1895, 1975), *range(9890, 10000)})
 """Every year near the bounds, and a spread of the others."""
 EMPTY_DATES = ("0000-01-01", "0001-01-01", "1900-01-01", "9999-12-31")
+EPOCH = "1970-01-01"
+"""Unix time 0's day: a zero an upstream system wrote for none."""
 
 
 def _days(year: int) -> list[str]:
@@ -80,7 +82,7 @@ def test_the_day_pattern_takes_the_real_days_of_the_event_years_and_no_other() -
     compiled = re.compile(PROFILE_DAY_PATTERN)
     for year in CHECKED_YEARS:
         for day in _days(year):
-            want = EVENT_YEARS[0] <= year <= EVENT_YEARS[1] and _exists(day)
+            want = EVENT_YEARS[0] <= year <= EVENT_YEARS[1] and _exists(day) and day != EPOCH
             assert bool(compiled.match(day)) == want, day
 
 
@@ -88,7 +90,7 @@ def test_the_birthday_pattern_takes_a_month_day_or_a_real_day_of_the_birth_years
     compiled = re.compile(BIRTHDAY_PATTERN)
     for year in CHECKED_YEARS:
         for day in _days(year):
-            want = BIRTH_YEARS[0] <= year <= BIRTH_YEARS[1] and _exists(day)
+            want = BIRTH_YEARS[0] <= year <= BIRTH_YEARS[1] and _exists(day) and day != EPOCH
             assert bool(compiled.match(day)) == want, day
     assert all(compiled.match(md) for md in ("01-01", "02-29", "12-31"))
     assert not any(compiled.match(md) for md in ("02-30", "13-01", "00-10"))
@@ -105,7 +107,7 @@ def test_a_day_outside_the_event_years_is_refused_naming_them(field: str, day: s
 
 
 @pytest.mark.parametrize("field", ["joined_on", "contract_end"])
-@pytest.mark.parametrize("day", ["1970-01-01", "2026-12-07", "9898-12-31", "9896-02-29"])
+@pytest.mark.parametrize("day", ["1970-01-02", "2026-12-07", "9898-12-31", "9896-02-29"])
 def test_a_day_of_the_event_years_is_taken(field: str, day: str) -> None:
     assert taken(**{field: day})
 
@@ -117,6 +119,20 @@ def test_a_birthday_of_a_year_outside_the_birth_years_is_refused_naming_them(day
     assert said.startswith("birthday: a birthday's year, when written, is of 1901-9898")
     assert "MM-DD" in said
     assert said == reason(birthday="1900-02-28")  # the value is not quoted
+
+
+@pytest.mark.parametrize("field", ["joined_on", "contract_end", "birthday"])
+def test_the_epoch_day_is_refused_naming_the_field_and_the_fix(field: str) -> None:
+    """`1970-01-01`, Unix time 0 (a zero leaked from an upstream system for a date it did
+    not have), was taken as a day: the line joined in 1970, a contract that ended then,
+    a birthday greeted every 1 January."""
+    assert not taken(**{field: EPOCH})
+    said = reason(**{field: EPOCH})
+    assert said.startswith(f"{field}: 1970-01-01 is the day of Unix time 0"), said
+    assert 'or "" to clear it' in said
+    if field == "birthday":
+        assert "written 01-01" in said
+    assert taken(**{field: "1970-01-02"})
 
 
 @pytest.mark.parametrize(
