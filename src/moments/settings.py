@@ -288,8 +288,8 @@ class Settings(BaseSettings):
         from moments.connections import security_problems
 
         problems = security_problems(self)
-        if problems:
-            raise ValueError("; ".join(problems))
+        if problems:  # a line each: `load_settings` says where each value named came from
+            raise ValueError("\n".join(problems))
         return self
 
     @field_validator("log_level", "kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
@@ -564,6 +564,53 @@ def _source_note(variable: str) -> str:
     return " (in .env)" if variable in dotenv_variables() else ""
 
 
+_NAMED = re.compile(r"MOMENTS_[A-Z0-9_]+\*?(?:/[A-Z0-9_]+)*")
+"""A variable a cross-field refusal names: `MOMENTS_KAFKA_SECURITY_PROTOCOL`, and the
+shorthands `MOMENTS_KAFKA_SASL_USERNAME/PASSWORD` (two), `MOMENTS_KAFKA_SSL_*` (those set)."""
+
+
+def _sources_of_named(problem: str) -> str:
+    """`\n    where each came from: MOMENTS_X in .env; MOMENTS_Y in the environment; ...`
+    for the settings a cross-field refusal names (a single setting's refusal says its
+    own, `_source_note`): with one value in a `.env` file and the other in the
+    environment, nobody could tell which to change. Empty when it names none."""
+    known = [f"MOMENTS_{name.upper()}" for name in Settings.model_fields]
+    named: list[str] = []
+    for found in _NAMED.findall(problem):
+        first, *others = found.split("/")
+        if first.endswith("*"):  # a family: the members set, the others are no part of it
+            prefix = first.rstrip("*")
+            named += [v for v in known if v.startswith(prefix) and _source_said(v) != _NOT_SET]
+            continue
+        first = first.removesuffix("_FILE") if first.removesuffix("_FILE") in known else first
+        named.append(first)
+        stem = first.rsplit("_", 1)[0]
+        named += [f"{stem}_{other}" for other in others]
+    said = [
+        f"{variable} {_source_said(variable)}"
+        for variable in dict.fromkeys(named)
+        if variable in known
+    ]
+    return "\n    where each came from: " + "; ".join(said) if said else ""
+
+
+def _set_in_environment(variable: str) -> bool:
+    return variable in {k.upper() for k in os.environ}
+
+
+def _source_said(variable: str) -> str:
+    """Where a setting's value came from, in the order `Settings` reads its sources."""
+    if _set_in_environment(variable):
+        return "in the environment"
+    note = _source_note(variable)
+    if note.startswith(" (read from"):
+        return note.strip().removeprefix("(").removesuffix(")")
+    return "in .env" if note else _NOT_SET
+
+
+_NOT_SET = "not set (the default)"
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build settings from the environment, turning validation errors into a `ConfigError`
     that names each `MOMENTS_*` variable and what is wrong with it."""
@@ -574,7 +621,8 @@ def load_settings(**overrides: object) -> Settings:
         for err in exc.errors():
             loc = "__".join(str(p) for p in err["loc"]).upper()
             if not loc:  # a check across fields: its message names the variables
-                lines.append(error_text(err))
+                for problem in error_text(err).splitlines():
+                    lines.append(problem + _sources_of_named(problem))
                 continue
             shown = repr(err.get("input"))
             if "PASSWORD" in loc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -472,3 +473,53 @@ class TestWhereABadValueCameFrom:
         (tmp_path / ".env").write_text("MOMENTS_STORE=memory\n")
         monkeypatch.setenv("MOMENTS_STORE", "rocks")
         assert "  MOMENTS_STORE: Input should be 'memory' or 'rocksdb'" in self.refusal()
+
+
+class TestWhereCrossFieldValuesCameFrom:
+    """A refusal of two settings that do not go together (`MOMENTS_KAFKA_SASL_USERNAME/
+    PASSWORD are set but MOMENTS_KAFKA_SECURITY_PROTOCOL=PLAINTEXT does not use them`) said
+    nothing of where each value came from, unlike a single setting's refusal: with one in
+    a `.env` file and the other in the environment, `moments config show` stopped on it
+    and nobody could tell which to change. Each variable it names is said with its source."""
+
+    @pytest.fixture(autouse=True)
+    def _here(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        monkeypatch.chdir(tmp_path)
+        for name in list(os.environ):
+            if name.upper().startswith("MOMENTS_"):
+                monkeypatch.delenv(name)
+
+    def test_each_value_named_says_its_source(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        (tmp_path / ".env").write_text("MOMENTS_KAFKA_SASL_USERNAME=svc\n")
+        monkeypatch.setenv("MOMENTS_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
+        assert main(["config", "show"]) == 2
+        err = capsys.readouterr().err
+        assert "does not use them; set it to SASL_SSL (or SASL_PLAINTEXT)\n" in err
+        assert (
+            "    where each came from: MOMENTS_KAFKA_SASL_USERNAME in .env; "
+            "MOMENTS_KAFKA_SASL_PASSWORD not set (the default); "
+            "MOMENTS_KAFKA_SECURITY_PROTOCOL in the environment\n"
+        ) in err
+
+    def test_a_file_variable_and_each_problem_on_its_own_line(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        (tmp_path / "user").write_text("svc\n")
+        monkeypatch.setenv("MOMENTS_METRICS_USERNAME_FILE", str(tmp_path / "user"))
+        monkeypatch.setenv("MOMENTS_KAFKA_SSL_CERTFILE", str(tmp_path / "user"))
+        with pytest.raises(ConfigError) as err:
+            load_settings()
+        said = str(err.value)
+        assert (
+            "  MOMENTS_KAFKA_SSL_CERTFILE and MOMENTS_KAFKA_SSL_KEYFILE go together; set both "
+            "or none\n    where each came from: MOMENTS_KAFKA_SSL_CERTFILE in the environment; "
+            "MOMENTS_KAFKA_SSL_KEYFILE not set (the default)\n"
+        ) in said
+        assert (
+            "  MOMENTS_METRICS_USERNAME and MOMENTS_METRICS_PASSWORD go together; set both or "
+            "none\n    where each came from: MOMENTS_METRICS_USERNAME read from "
+            f"MOMENTS_METRICS_USERNAME_FILE, {tmp_path / 'user'}; MOMENTS_METRICS_PASSWORD "
+            "not set (the default)"
+        ) in said
