@@ -173,6 +173,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         print_report,
         report_warnings,
         short_history_notes,
+        suppressed_notes,
         unused_regions,
     )
     from moments.models import EventType
@@ -288,6 +289,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
             moment_figures(base), moment_figures(result)
         )
         report["notes"] += short_history_notes(report["comparison"], result, rules)
+        report["notes"] += suppressed_notes(report, rules)
     try:
         _write(
             args.out,

@@ -782,6 +782,63 @@ def short_history_notes(
     return notes
 
 
+def suppressed_notes(report: Mapping[str, Any], rules: RuleSet) -> list[str]:
+    """A note for each new rule of the candidate that made no task while its moments of
+    the report period were detected and suppressed: it read `big_topup (new) 0 0 0`, with
+    `detected 0 -> 1,078, suppressed 0 -> 1,078` further down and no word of why (analyst
+    walk: a 30-day cooldown, set by its moments of a 15-day warm-up). Says the reasons,
+    and of a cooldown that it runs from the warm-up's moments too. Only for a rule whose
+    moment type no other rule of the candidate makes (the tables count by type)."""
+    comparison = report.get("comparison", {})
+    detected = {
+        row["moment_type"]: row["detected"][1] for row in comparison.get("per_moment_type", ())
+    }
+    makers = Counter(rule.task.moment_type for rule in rules.rules)
+    by_id = {rule.id: rule for rule in rules.rules}
+    notes = []
+    for row in comparison.get("per_rule", ()):
+        rule = by_id.get(row["rule_id"])
+        if row.get("rule") != "new" or row["added"] or any(row.get("merged_into_others", ())):
+            continue
+        if rule is None or makers[rule.task.moment_type] != 1:
+            continue
+        kind = rule.task.moment_type
+        reasons = {
+            r["reason"]: r["tasks"]
+            for r in report.get("suppressed_by_moment_type", ())
+            if r["moment_type"] == kind
+        }
+        if not detected.get(kind) or not reasons:
+            continue
+        said = ", ".join(f"{reason} {n:,}" for reason, n in sorted(reasons.items(), key=_most))
+        note = (
+            f"{rule.id} (new) made no task: its {detected[kind]:,} moment(s) of the report "
+            f"period were suppressed ({said}; the table Suppressed by reason)."
+        )
+        cooldown = rule.task.cooldown
+        if "cooldown" in reasons and cooldown is not None:
+            note += (
+                f" Its cooldown, {_days_said(cooldown)}, runs from its moments before --from "
+                "too (the warm-up's, dispatched or not): a subscriber it fired for then has "
+                "no task from it until the cooldown ends. Warm up for longer than the "
+                "cooldown, or shorten it, to see what it makes."
+            )
+        notes.append(note)
+    return notes
+
+
+def _most(item: tuple[str, int]) -> tuple[int, str]:
+    return -item[1], item[0]
+
+
+def _days_said(span: dt.timedelta) -> str:
+    """`30 days`, `36 hours`: a cooldown as a person reads it."""
+    if span % dt.timedelta(days=1) == dt.timedelta(0):
+        return f"{span.days} days" if span.days != 1 else "1 day"
+    hours = span / dt.timedelta(hours=1)
+    return f"{hours:g} hours"
+
+
 def _weeks_for(days: int) -> int:
     """Weeks of history to simulate for a baseline of `days`: those days and a week of
     judgements after them, 3 at least (it said 3 whatever the baseline: a rule comparing a

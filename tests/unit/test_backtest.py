@@ -2010,3 +2010,39 @@ def test_a_short_history_note_asks_for_as_long_a_history_as_the_baseline_needs(
     (said,) = [n for n in report["notes"] if n.startswith("big_topup_week (new) made no task")]
     assert "needs about 35 days of history" in said
     assert "(moments simulate --duration 6w)" in said
+
+
+THANKS = """
+  - id: thanks_monthly
+    description: Thank a customer for a top-up, once a month
+    on: [topup]
+    condition: {field: amount, gte: 1}
+    task: {family: anomaly, type: thanks_monthly, channel: sms, priority: 4,
+           action: thanks_sms, ttl: 1d, cooldown: 30d, description: "Thanks for {amount}"}
+"""
+
+
+def test_a_new_rule_whose_moments_were_all_suppressed_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A new rule with a 30-day cooldown, backtested after a shorter warm-up, read
+    `big_topup (new) 0 0 0` with `detected 0 -> 1,078, suppressed 0 -> 1,078` further
+    down, and no word of why (analyst walk): its cooldown ran from its moments of the
+    warm-up. The report notes how many were suppressed, for what, and the cooldown."""
+    base = write_rules(tmp_path / "base.yaml")
+    candidate = write_rules(tmp_path / "new.yaml", extra=THANKS)
+    out = tmp_path / "out"
+    args = ["--events", str(write_history(tmp_path / "h.jsonl")), "--out", str(out)]
+    args += ["--rules", str(candidate), "--baseline-rules", str(base), "--from", str(DAY2)]
+    assert main(["backtest", *args]) == 0
+    report = orjson.loads((out / "report.json").read_bytes())
+    said = [n for n in report["notes"] if n.startswith("thanks_monthly (new) made no task")]
+    assert said == [
+        "thanks_monthly (new) made no task: its 1 moment(s) of the report period were "
+        "suppressed (cooldown 1; the table Suppressed by reason). Its cooldown, 30 days, "
+        "runs from its moments before --from too (the warm-up's, dispatched or not): a "
+        "subscriber it fired for then has no task from it until the cooldown ends. Warm "
+        "up for longer than the cooldown, or shorten it, to see what it makes."
+    ]
+    assert said[0] in " ".join(capsys.readouterr().err.split())
+    assert said[0] in (out / "report.md").read_text()
