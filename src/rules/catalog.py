@@ -985,6 +985,18 @@ def _build(
             )
     names = produced_names(spec.condition, period is None) if spec.condition else set()
     if period is None and not special_day:
+        # A field the condition misnames (`field: ammount`, told its fix there) is no name
+        # a task carries: offered for the description, it led to the wrong fix.
+        misnamed = (
+            {
+                n.field
+                for _, n in sp.walk_at(spec.condition)
+                if isinstance(n, sp.FieldCond) and n.field not in fields
+            }
+            if spec.condition is not None
+            else set()
+        )
+        names -= misnamed | {f"{f}_{op}" for f in misnamed for op in NUMERIC_OPS}
         names |= fields
     for odd in unfilled(spec.task.description):
         problem(

@@ -1061,3 +1061,17 @@ def test_a_version_that_is_no_whole_number_says_what_to_write(written: str) -> N
     assert found.endswith(
         "; write a whole number from 1, e.g. 2 (no v; raise it by one with each change)"
     )
+
+
+def test_a_field_misnamed_in_the_condition_is_not_offered_for_the_description() -> None:
+    """`{field: ammount, gte: 200}` and `{amont}` in the description: the condition is told
+    `did you mean 'amount'?`, and the description was offered `known: ammount, ammount_gte,
+    amount, ...`, the misspelt field among the names a task carries (analyst walk)."""
+    text = rule(
+        "    on: [topup]\n    condition: {field: ammount, gte: 200}\n",
+        GOOD_TASK.replace("description: low", "description: 'thanks for {amont}'"),
+    )
+    found = problems(text)
+    assert "'ammount' is not a field of these events; did you mean 'amount'?" in found[0]
+    assert "did you mean {amount}?" in found[1]
+    assert "ammount" not in found[1]
