@@ -44,6 +44,10 @@ def yaml_hint(exc: MarkedYAMLError, text: str) -> str | None:
         )
     if problem.startswith("found unexpected end of stream") and context is not None:
         return f"the quote opened on line {context.line + 1} is never closed"
+    if problem.startswith("expected ',' or '}', but got ':'"):
+        colon = _colon_in_flow(lines[line] if line < len(lines) else "", line, mark.column)
+        if colon is not None:
+            return colon
     if problem.startswith("expected ',' or") and context is not None:
         return f"the [ or {{ opened on line {context.line + 1} is not closed where it should be"
     if problem.startswith("expected the node content") and "<stream end>" in problem:
@@ -90,6 +94,21 @@ def _flow_value(here: str, column: int) -> str | None:
         f"a value starting with {value[0]} is read as a YAML {'map' if closer == '}' else 'list'}"
         f", and the text after its {closer} is left over: quote the whole value, "
         f'{key.strip()}: "{whole}"'
+    )
+
+
+def _colon_in_flow(here: str, line: int, column: int) -> str | None:
+    """`task: {..., description: Thanks: {amount}}`: the ': ' in the text is read as a
+    second key's. It was told the { "is not closed where it should be", and it was closed.
+    The key is the one after the last ',' or '{' before the colon; None when there is none."""
+    start = max(here.rfind(",", 0, column), here.rfind("{", 0, column)) + 1
+    key, sep, value = here[start:column].partition(":")
+    if not start or not sep or not key.strip() or not value.strip():
+        return None
+    return (
+        f"inside {{ }} a value holding ': ' must be quoted: {key.strip()}: "
+        f"\"{value.strip()}: ...\" (the ': ' at column {column + 1} of line "
+        f"{line + 1} was read as a second key's)"
     )
 
 

@@ -377,6 +377,22 @@ class TestYamlSyntax:
             "': ' must be quoted, e.g. description: \"Note: text\""
         )
 
+    def test_a_colon_in_a_value_inside_braces(self) -> None:
+        """`task: {..., description: Thanks: {amount}}` was told "the [ or { opened on line
+        6 is not closed where it should be", and it is closed: the ': ' in the text is
+        read as a second key's (analyst walk). It says to quote the value, naming its key."""
+        (found,) = problems(
+            "rules:\n  - id: x\n    description: d\n    on: [topup]\n"
+            "    condition: {field: amount, gte: 200}\n"
+            "    task: {family: anomaly, type: t, channel: sms, priority: 3, action: a, "
+            "ttl: 1d, description: Thanks: {amount}}\n"
+        )
+        assert found == (
+            "r.yaml:6:104: YAML syntax: expected ',' or '}', but got ':'; inside { } a value "
+            "holding ': ' must be quoted: description: \"Thanks: ...\" (the ': ' at column "
+            "104 of line 6 was read as a second key's)"
+        )
+
     def test_a_key_indented_more(self) -> None:
         (found,) = problems(RULE.replace("    task:", "      task:"))
         assert found.startswith(
