@@ -85,7 +85,8 @@ The ident of one of the process's threads is left alone there (a stack dump's
 threads could not be told apart. So are the digits of a configured name (the app id, the
 topic prefix, a topic's name: `moments-20261207`, `t495161564fa.telecom.roaming`;
 `install_pii_masking(names=)`), in a bytes literal too (`b'moments-20261207'`, as
-aiokafka's DEBUG lines write a topic): a log that names a topic names the one to look at.
+aiokafka's DEBUG lines write a topic) and inside the brackets after an id's name
+(`msisdns: [moments-12345]`): a log that names a topic names the one to look at.
 A number glued to one is glued to a word, masked: `t495161564fa13800138001`, the name's
 letters and digits no hex string's; so is one after a name's last digit and a dot, no
 decimal fraction: `moments-20261207.13800138001`, `moments-20261207.138 0013 8001`.
@@ -636,7 +637,16 @@ def _mask_match(match: re.Match[str]) -> str:
     if match.group("container") is not None:  # every id inside, whatever else it holds
         items = _item_patterns()[0]
         key = _with_lead_masked(match, "ckey", "clead")
-        return key + items.sub(_mask_id_item, match.group("container"))
+        if _state["names"] is None:
+            return key + items.sub(_mask_id_item, match.group("container"))
+        at = match.start("container")
+
+        def item(found: re.Match[str]) -> str:  # a configured name's digits stay
+            if _in_name(match.string, at + found.start(), at + found.end()):
+                return found.group(0)
+            return _mask_id_item(found)
+
+        return key + items.sub(item, match.group("container"))
     if match.group("value") is not None:
         first, more = _item_patterns()
         key = _with_lead_masked(match, "key", "lead")

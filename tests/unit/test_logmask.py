@@ -1384,6 +1384,45 @@ class TestConfiguredNames:
             install_pii_masking(True)
 
 
+class TestConfiguredNamesInAnyContext:
+    """A configured name's digits stay in any context that masks a run of them: a bytes
+    literal, and inside the brackets after an id's name, where every run of 5 digits or
+    more is read as an id (`msisdns: [moments-12345]` read `[moments-*****]`); a
+    subscriber number beside the name is still masked."""
+
+    @pytest.fixture(autouse=True)
+    def _names(self) -> Iterator[None]:
+        install_pii_masking(True, names=["moments-12345", "t12345.telecom.roaming"])
+        yield
+        install_pii_masking(True)
+
+    @pytest.mark.parametrize(
+        "line",
+        [
+            "b'moments-12345'",
+            "topic=b't12345.telecom.roaming'",
+            "msisdns: [moments-12345]",
+            "subscriber_ids=(t12345.telecom.roaming)",
+        ],
+    )
+    def test_a_configured_names_digits_stay_in_any_context(self, line: str) -> None:
+        assert mask_text(line) == line
+
+    @pytest.mark.parametrize(
+        ("line", "expected"),
+        [
+            ("b'moments-12345' 13800138001", "b'moments-12345' 138****8001"),
+            ("msisdns: [moments-12345, 97531]", "msisdns: [moments-12345, *****]"),
+            ("msisdns: [moments-1234597531]", "msisdns: [moments-123***7531]"),
+            ("msisdns: [97531moments-12345]", "msisdns: [*****moments-12345]"),
+        ],
+    )
+    def test_a_subscriber_number_beside_the_name_is_still_masked(
+        self, line: str, expected: str
+    ) -> None:
+        assert mask_text(line) == expected
+
+
 LINE = 100_000
 """A crafted log line's size: a payload or a list a library logs whole, far beyond any
 ordinary line, the input each shape of the pattern must read in one pass."""
