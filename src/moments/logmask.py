@@ -95,7 +95,8 @@ Left alone: a number right after a setting's name or one ending in a unit or `_c
 (`ledger_ttl_seconds=34560000`, `MOMENTS_ROCKSDB_BLOCK_CACHE_MIB: 64`, `took_ms=...`, and
 such a field of a structured value), or after `offset` (`offset=48213377`, `event_offset:
 ...`: a Kafka offset, for ops to look up): it is what the name says, not a subscriber's
-number.
+number. Unless it is the first group of a number written in groups: `offset=138 0013
+8001` reads `offset=138****8001` (the groups after it showed).
 A name holding an id wins (`subscriber_id_seconds=...` is masked), but for one that counts
 ids, its last part `_count` or `Count` (`msisdn_count="3"`, `subscriberIdsCount: 12`): a
 count, in a JSON line's field too (a quoted string of 5 digits or more is still masked).
@@ -512,7 +513,12 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
         + r""")
     | (?<!\w)(?=\w++['"]?\s?[=:]\s?\d)(?P<setting>"""
         + quantity
-        + r"""['"]?\s?[=:]\s?\d+(?:\.\d+)?)(?!\w|\.\d)  # ledger_ttl_seconds=34560000
+        + r"""['"]?\s?[=:]\s?)(?P<svalue>\d+(?:\.\d+)?)  # ledger_ttl_seconds=34560000
+      # groups after it: the value may be a number's first (`offset=138 0013 8001`
+      # showed `0013 8001`), read again in _mask_match
+      (?:(?P<srest>(?:"""
+        + _GROUP_SEPARATOR
+        + r"""\d+)+)(?!\d)|(?!\w|\.\d))
     | (?<![0-9A-Za-z])(?=[0-9A-Fa-f]{8}-)(?P<uuid>"""  # f47ac10b-58cc-4372-a567-...
         + _UUID
         + r""")
@@ -653,7 +659,7 @@ def _mask_match(match: re.Match[str]) -> str:
         masked = first.sub(_mask_id_item, match.group("value"))
         return key + masked + more.sub(_mask_more_item, match.group("more"))
     if match.group("setting") is not None:  # a setting's value, a duration, a size, a count
-        return match.group(0)
+        return _setting_value(match)
     if match.group("uuid") is not None:  # a task's, a member's, a request's: no one's number
         return match.group(0)
     if _in_name(match.string, match.start(), match.end()):
@@ -684,6 +690,21 @@ def _mask_match(match: re.Match[str]) -> str:
     ):
         return found
     return mask_msisdn(found)
+
+
+def _setting_value(match: re.Match[str]) -> str:
+    """A setting's or a quantity's value as it is (`offset=48213377`), unless it is the
+    first group of a number written in groups (`offset=138 0013 8001`, `took_ms=86 138
+    0013 8001`): that number is masked as one; the groups after a value that starts
+    none are read as free text reads them (`offset=48213377 13800138001`)."""
+    rest = match.group("srest")
+    if rest is None:
+        return match.group(0)
+    text, name, end = match.string, match.group("setting"), match.end()
+    grouped = _grouped_pattern().match(text, match.start("svalue"), end)
+    if grouped is not None and grouped.end() > match.end("svalue"):
+        return name + _mask_grouped(grouped.group(0)) + _masked_span(text, grouped.end(), end)
+    return name + match.group("svalue") + _masked_span(text, match.start("srest"), end)
 
 
 _GLUED_HEAD = re.compile(rf"\d{{1,3}}{_GROUP_SEPARATOR}")

@@ -1423,6 +1423,43 @@ class TestConfiguredNamesInAnyContext:
         assert mask_text(line) == expected
 
 
+class TestGroupsAfterASettingsName:
+    """A setting's or a quantity's value that is the first group of a number written in
+    groups was kept, and the groups after it read alone: `offset=138 0013 8001` showed
+    `0013 8001`. The number is masked as one; a value that starts none stays."""
+
+    @pytest.mark.parametrize(
+        ("line", "expected"),
+        [
+            ("offset=138 0013 8001", "offset=138****8001"),
+            ("took_ms=138 0013 8001", "took_ms=138****8001"),
+            ("ledger_ttl_seconds: +86 138 0013 8001", "ledger_ttl_seconds: 861******8001"),
+            ("took_ms=86 138 0013 8001 done", "took_ms=861******8001 done"),
+            ("event_offset=415-555-2671", "event_offset=415***2671"),
+            ("took_ms=138 0013 8001x12", "took_ms=138****8001x12"),
+            ("offset=123 4567 13800138001", "offset=123 4567 138****8001"),
+            ("offset=48213377, 13800138001", "offset=48213377, 138****8001"),
+        ],
+    )
+    def test_a_number_in_groups_after_a_settings_name_is_masked(
+        self, masking: None, line: str, expected: str
+    ) -> None:
+        assert mask_text(line) == expected
+
+    @pytest.mark.parametrize(
+        "line",
+        [
+            "offset=48213377 12345",
+            "took_ms=12 34 56",
+            "offset=48213377 2026-12-07 10:00:00",
+            "offset=123 4567",
+            "took_ms=12.5 ms",
+        ],
+    )
+    def test_a_settings_value_and_numbers_after_it_stay(self, masking: None, line: str) -> None:
+        assert mask_text(line) == line
+
+
 LINE = 100_000
 """A crafted log line's size: a payload or a list a library logs whole, far beyond any
 ordinary line, the input each shape of the pattern must read in one pass."""
