@@ -45,7 +45,8 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   `512 256 1024` is a row of sizes), an IMEI's `35-209900-176148-1`, 9 digits in three
   groups of 3 (`612 345 678`, a mobile number in Spain or Poland; not three of a row of
   numbers, `128 256 512 1024`, though a number under 3 digits or of 7 or more after it is
-  none of a row's, `612 345 678 9`, `612 345 678 13800138001`, and among the ids after an
+  none of a row's, `612 345 678 9`, `612 345 678 13800138001`, nor the digits a word ends
+  with before it, `v2 612 345 678`, and among the ids after an
   id's name, after a number with an extension, `130 0000 0000x0 100 000 000`, after the country
   code of Spain, Poland, Portugal, Czechia or Slovakia, `34 612 345 678`, a number under 3
   digits or of 7 or more after it too, `34 612 345 678 9`, `34 100 000 000 13000000000`,
@@ -246,7 +247,9 @@ _NATIONAL_FIXED = (
     # extension on a number (`130 0000 0000x0 100 000 000`; not a hex literal's `0x0`)
     # (a space in brackets: the text pattern is verbose, a bare one would be none)
     r"|(?:(?<!\d[ +-])(?<!\d%20)|(?<=\d\d[-/]\d\d[ ])|(?<=\d:\d\d[ ])|(?<=\d:\d\d[,.]\d{3}[ ])"
-    r"|(?<=\d\d[xX]\d[ ])|(?<=\d\d[xX]\d\d[ ])|(?<=\d\d[xX]\d{3}[ ])|(?<=\d\d[xX]\d{4}[ ]))"
+    r"|(?<=\d\d[xX]\d[ ])|(?<=\d\d[xX]\d\d[ ])|(?<=\d\d[xX]\d{3}[ ])|(?<=\d\d[xX]\d{4}[ ])"
+    # nor is the digits a word ends with (`v2 612 345 678`, `node_7 612-345-678`)
+    r"|(?<=[A-Za-z_]\d[ +-])|(?<=[A-Za-z_]\d\d[ +-])|(?<=[A-Za-z_]\d{3}[ +-]))"
     # nor before a row's next group: one of 3 to 6 digits (`128 256 512 1024`); a number
     # under 3 digits after it (`612 345 678 9`) or one of 7 or more (`612 345 678
     # 13800138001`, masked on its own) is no row's
@@ -670,9 +673,12 @@ def _mask_match(match: re.Match[str]) -> str:
                 # its first digit a hex string's: what follows read again without it
                 # (`9f8e7d6c5b4a1-13800138001` masks the run of digits)
                 return spaced[0] + _masked_span(match.string, match.start() + 1, match.end())
-            # the word's own digits are no country code: `v2 138 0013 8001`
+            # the word's own digits are no country code: `v2 138 0013 8001` (the rest read
+            # where it stands, its look-backs seeing the word: `v2 612 345 678`)
             head = _GLUED_HEAD.match(spaced)
-            if head is not None and _grouped_pattern().fullmatch(spaced, head.end()):
+            if head is not None and _grouped_pattern().fullmatch(
+                match.string, match.start() + head.end(), match.end()
+            ):
                 return head.group(0) + _mask_grouped(spaced[head.end() :])
         if match.group("afterdot") is not None and not _in_name(
             match.string, match.start() - 2, match.start() - 1

@@ -1460,6 +1460,28 @@ class TestGroupsAfterASettingsName:
         assert mask_text(line) == line
 
 
+class TestNineDigitsAfterAWord:
+    """9 digits in groups of 3 after a word ending in a digit showed whole (`v2 612 345
+    678`): the word's digits were read as a row's number before it (`64 128 256 512`)."""
+
+    @pytest.mark.parametrize(
+        ("line", "expected"),
+        [
+            ("v2 612 345 678", "v2 612**5678"),
+            ("rule r12 612 345 678 fired", "rule r12 612**5678 fired"),
+            ("node_7 612-345-678", "node_7 612**5678"),
+        ],
+    )
+    def test_nine_digits_after_a_word_ending_in_a_digit_are_masked(
+        self, masking: None, line: str, expected: str
+    ) -> None:
+        assert mask_text(line) == expected
+
+    @pytest.mark.parametrize("line", ["v2 128 256 512 1024", "64 128 256 512", "12 612 345 678"])
+    def test_a_row_of_numbers_after_a_word_stays(self, masking: None, line: str) -> None:
+        assert mask_text(line) == line
+
+
 LINE = 100_000
 """A crafted log line's size: a payload or a list a library logs whole, far beyond any
 ordinary line, the input each shape of the pattern must read in one pass."""
