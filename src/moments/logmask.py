@@ -37,10 +37,11 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   written on the line after it, whatever else they hold (`[97531, None, 97532]`,
   `{97531: 3, 97532: 4}`, `['1234']`);
 - a number written in groups as people write phone numbers (`138-0013-8001`,
-  `+86 138 0013 8001`: 3, 4 and 4 digits after an optional country code, a mobile
-  number's 11 digits grouped any other way, 2 digits or more a group after a leading
-  `1`, or with dots (`138 00138 001`, `138.0013.8001`; not `15 20 25 30 35 4`), a
-  landline's `0755 8888 6666` or
+  `+86 138 0013 8001`; its groups apart by one space or two, a non-breaking one too, a
+  dash or an en dash, not a `/`, `_` or comma: 3, 4 and 4 digits after an optional
+  country code, a mobile number's 11 digits grouped any other way, 2 digits or more a
+  group after a leading `1`, or with dots (`138 00138 001`, `138.0013.8001`; not `15 20
+  25 30 35 4`), a landline's `0755 8888 6666` or
   `(010) 8888 6666`, a US number's `(415) 555-2671` or `415-555-2671` (dashes only:
   `512 256 1024` is a row of sizes), an IMEI's `35-209900-176148-1`, 9 digits in three
   groups of 3 (`612 345 678`, a mobile number in Spain or Poland; not three of a row of
@@ -202,10 +203,17 @@ _DATE = r"\d{4}(?:-(?:0[1-9]|1[0-2])-|/(?:0[1-9]|1[0-2])/)(?:0[1-9]|[12]\d|3[01]
 _TIME = r"\d\d?:\d"
 """A time (`10:00`, `10:00:00`): its hour is no group of a number before it. Any 1 or 2
 digits before a `:` and a digit are an hour's: no phone number's group is written so."""
-_GROUP_SEPARATOR = rf"(?:(?:[ -]|%20|\+)(?!{_DATE}|{_TIME}))"
+_SPACES = r"[ \u00a0\u202f]{1,2}"
+"""A space between groups, or two (aligned columns), a non-breaking one too (a number
+pasted from a web form or a document, a locale's grouping: U+00A0, U+202F)."""
+_DASH = r"[-\u2013]"
+"""A dash, or an en dash (a word processor's)."""
+_GROUP_SEPARATOR = rf"(?:(?:{_SPACES}|{_DASH}|%20|\+)(?!{_DATE}|{_TIME}))"
 """Between the groups of a number, not before a date or a time: `015-555-2671 2026-12-07`
 read `015` as a country code and the date's year as the last of 3, 4 and 4 digits, `+44
-20 7946 0958 10:00:00` the hour as a group."""
+20 7946 0958 10:00:00` the hour as a group. Not a `/` (a path's, a ratio's, a list's of
+ids: `msisdns=97531/97532`), an `_` (a name's), a comma (a list's; an id is a string,
+never written with `f"{n:,}"`)."""
 _NOT_IN_A_DATE = (
     r"(?!(?<=[-/:,.])(?:(?:(?<=\d:)|(?<=\d{4}[-/]\d\d[-/]))\d\d(?!\d)"
     r"|(?<=\d{4}[-/])\d\d[-/]\d\d(?!\d)|(?<=\d:\d\d[,.])\d{3}(?!\d))"
@@ -246,7 +254,8 @@ _NATIONAL_FIXED = (
     # `64 128 256 512`); a date or a time before it is no number of such a row, nor is an
     # extension on a number (`130 0000 0000x0 100 000 000`; not a hex literal's `0x0`)
     # (a space in brackets: the text pattern is verbose, a bare one would be none)
-    r"|(?:(?<!\d[ +-])(?<!\d%20)|(?<=\d\d[-/]\d\d[ ])|(?<=\d:\d\d[ ])|(?<=\d:\d\d[,.]\d{3}[ ])"
+    r"|(?:(?<!\d[ +\-\u00a0\u202f\u2013])(?<!\d[ \u00a0\u202f]{2})(?<!\d%20)"
+    r"|(?<=\d\d[-/]\d\d[ ])|(?<=\d:\d\d[ ])|(?<=\d:\d\d[,.]\d{3}[ ])"
     r"|(?<=\d\d[xX]\d[ ])|(?<=\d\d[xX]\d\d[ ])|(?<=\d\d[xX]\d{3}[ ])|(?<=\d\d[xX]\d{4}[ ])"
     # nor is the digits a word ends with (`v2 612 345 678`, `node_7 612-345-678`)
     r"|(?<=[A-Za-z_]\d[ +-])|(?<=[A-Za-z_]\d\d[ +-])|(?<=[A-Za-z_]\d{3}[ +-]))"
@@ -255,7 +264,7 @@ _NATIONAL_FIXED = (
     # 13800138001`, masked on its own) is no row's
     rf"{_NINE}(?!{_ROW_NEXT}))"
 )
-_HEAD_SEPARATOR = r"(?:[ -]|%20|\+)"
+_HEAD_SEPARATOR = rf"(?:{_SPACES}|{_DASH}|%20|\+)"
 _HEAD = (
     rf"(?:0?\d{{3}}{_HEAD_SEPARATOR}\d{{4}}{_GROUP_SEPARATOR}\d{{4}}"
     rf"|\d{{2}}{_HEAD_SEPARATOR}\d{{6}}{_HEAD_SEPARATOR}\d{{6}}|[2-9]\d{{2}}-[2-9]\d{{2}}-\d{{4}})(?!\d)"
@@ -526,8 +535,8 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
         + _UUID
         + r""")
     | (?=[+\d(%])(?:(?<![\w.+%])|(?<=%[0-9A-Fa-f]{2})|(?<=[\w.])(?=\+)
-      |(?P<glued>(?<=[A-Za-z_])(?<!\d[xX])|(?<=[A-Za-z_]\.))(?=[(%]|\d+[- .+%])
-      |(?P<afterdot>(?<=\d\.))(?=\d+[- .+%]))
+      |(?P<glued>(?<=[A-Za-z_])(?<!\d[xX])|(?<=[A-Za-z_]\.))(?=[(%]|\d+[- .+%\u00a0\u202f\u2013])
+      |(?P<afterdot>(?<=\d\.))(?=\d+[- .+%\u00a0\u202f\u2013]))
       (?P<spaced>"""
         + _GROUPED
         + r""")  # 138-0013-8001, from its `+` after a word too (`id+86 10 8888 6666`),

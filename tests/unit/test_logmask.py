@@ -1482,6 +1482,45 @@ class TestNineDigitsAfterAWord:
         assert mask_text(line) == line
 
 
+class TestOtherSeparators:
+    """Groups written with two spaces (aligned columns), a non-breaking space (a number
+    pasted from a web form or a document, a locale's grouping) or an en dash (a word
+    processor's dash) showed whole: only one space, a dash, a `+` and a URL's space were
+    read between groups."""
+
+    @pytest.mark.parametrize(
+        ("line", "expected"),
+        [
+            ("+86  138  0013  8001", "861******8001"),
+            ("called 138  0013  8001 at", "called 138****8001 at"),
+            ("+86\u00a0138\u00a00013\u00a08001", "861******8001"),
+            ("138\u00a00013\u00a08001", "138****8001"),
+            ("+86\u202f138\u202f0013\u202f8001", "861******8001"),
+            ("+86\u2013138\u20130013\u20138001", "861******8001"),
+            ("138\u20130013\u20138001", "138****8001"),
+            ("+44  20  7946  0958", "442*****0958"),
+            ("612\u00a0345\u00a0678", "612**5678"),
+            ("offset=138  0013  8001", "offset=138****8001"),
+            ("msisdns: 97531  138  0013  8001", "msisdns: *****  138****8001"),
+        ],
+    )
+    def test_groups_so_separated_are_masked(self, masking: None, line: str, expected: str) -> None:
+        assert mask_text(line) == expected
+
+    @pytest.mark.parametrize(
+        "line",
+        [
+            "64  128  256  512",
+            "partition  3  offset  1234  lag  56",
+            "2026-12-07  10:00:00  138",
+            "pages 100\u2013200",
+            "64\u00a0128\u00a0256\u00a0512",
+        ],
+    )
+    def test_rows_and_ranges_so_separated_stay(self, masking: None, line: str) -> None:
+        assert mask_text(line) == line
+
+
 LINE = 100_000
 """A crafted log line's size: a payload or a list a library logs whole, far beyond any
 ordinary line, the input each shape of the pattern must read in one pass."""
