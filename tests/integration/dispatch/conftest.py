@@ -8,6 +8,7 @@ Scenarios about Redis itself are marked `redis_only`."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -30,7 +31,13 @@ from tests.integration.conftest import MakeSettings
 from tests.integration.kafka_io import read_written, values
 from tests.unit.fakes import Clock as FakeClock
 
-NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+# `MOMENTS_TEST_NOW_BACK_S`: seconds to date the collection-time `NOW` back by, as if the
+# tests ran that long after they were collected (`make test` runs for an hour and more):
+# `MOMENTS_TEST_NOW_BACK_S=7200 pytest tests/integration/dispatch/test_outcomes.py` checks
+# that no test depends on how long after collection it runs.
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(
+    seconds=float(os.environ.get("MOMENTS_TEST_NOW_BACK_S", "0"))
+)
 HOUR = dt.timedelta(hours=1)
 
 
