@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -31,10 +32,14 @@ from tests.integration.conftest import MakeSettings
 from tests.integration.kafka_io import read_written, values
 from tests.unit.fakes import Clock as FakeClock
 
-# `MOMENTS_TEST_NOW_BACK_S`: seconds to date the collection-time `NOW` back by, as if the
-# tests ran that long after they were collected (`make test` runs for an hour and more):
-# `MOMENTS_TEST_NOW_BACK_S=7200 pytest tests/integration/dispatch/test_outcomes.py` checks
-# that no test depends on how long after collection it runs.
+# `NOW`: the instant a test starts, to the second (`now_at_test_start` sets it, here and in
+# the test's module, before the test's other fixtures). The sinks decide by the wall clock
+# (or `pinned_clock`, standing at `NOW`), so a task dated from `NOW` is judged when its
+# dates say. The value read at import only serves callers outside these tests (unit tests
+# that borrow `task`). `MOMENTS_TEST_NOW_BACK_S`: seconds to date that import-time value
+# back by, as if the tests ran that long after they were collected (`make test` runs for
+# an hour and more): `MOMENTS_TEST_NOW_BACK_S=7200 pytest tests/integration/dispatch/...`
+# checks that no test depends on how long after collection it runs.
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(
     seconds=float(os.environ.get("MOMENTS_TEST_NOW_BACK_S", "0"))
 )
@@ -49,11 +54,15 @@ def task(
     priority: int = 3,
     channel: Channel = Channel.SMS,
     region: str | None = "NJ",
-    triggered: dt.datetime = NOW,
-    deliver_after: dt.datetime = NOW,
+    triggered: dt.datetime | None = None,
+    deliver_after: dt.datetime | None = None,
     expires_at: dt.datetime | None = None,
     deferred: str | None = None,
 ) -> ServiceTask:
+    """A task made at `triggered` and due at `deliver_after` (both default: `NOW`, read
+    when called, so at the calling test's start)."""
+    triggered = triggered or NOW
+    deliver_after = deliver_after or NOW
     return ServiceTask(
         task_id=task_id,
         subscriber_id=sub,
@@ -138,6 +147,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("store_kind", ["redis"] if redis_only else ["redis", "memory"])
 
 
+@pytest.fixture(autouse=True)
+def now_at_test_start(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Sets `NOW` to this test's start, here and in its module (`from .conftest import
+    NOW` copies it): read once at collection, it was an hour or more before some tests
+    ran, and a task dated from it was already due, or expired, on the sinks' wall clock.
+    Autouse, it runs before the test's other fixtures (`pinned_clock` reads it). Its own
+    patch, not the test's `monkeypatch`: a test's `monkeypatch.undo()` keeps it."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys.modules[__name__], "NOW", now)
+        if hasattr(request.module, "NOW"):
+            patch.setattr(request.module, "NOW", now)
+        yield
+
+
 @pytest.fixture
 def sink_clock() -> Clock:
     """The clock the sinks decide by: the wall clock. A module whose assertions name
@@ -146,11 +170,10 @@ def sink_clock() -> Clock:
 
 
 def pinned_clock() -> FakeClock:
-    """A clock standing at this instant, to the second, until a test moves it. `NOW` is
-    read when the tests are collected, minutes before some run (and `make test` runs at
-    any hour): a sink on the wall clock that passed midnight UTC since, judged the day
-    after the one a test's dates name."""
-    return FakeClock(float(int(time.time())))
+    """A clock standing at the test's `NOW` until the test moves it: a sink on the wall
+    clock that passed midnight UTC since the test started judged the day after the one
+    the test's dates name (and `make test` runs at any hour)."""
+    return FakeClock(NOW.timestamp())
 
 
 @pytest.fixture

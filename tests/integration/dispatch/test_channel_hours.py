@@ -22,10 +22,19 @@ from .conftest import HOUR, NOW, MakeWorker, ids, pinned_clock, published, task
 
 pytestmark = pytest.mark.integration
 
-# The centre opens two hours from now (to the minute) and works eight hours: the sink's
-# clock (the wall clock) finds it closed.
-OPENS = (NOW + 2 * HOUR + dt.timedelta(minutes=1)).replace(second=0)
-CLOSES = OPENS + 8 * HOUR
+
+def opens() -> dt.datetime:
+    """The centre opens two hours after the test's `NOW` (to the minute) and works eight
+    hours: the sink's clock (the wall clock) finds it closed. Read at each test's start:
+    a constant read at collection, an hour or more before some tests run, named hours the
+    sink had already reached."""
+    return (NOW + 2 * HOUR + dt.timedelta(minutes=1)).replace(second=0)
+
+
+def closes() -> dt.datetime:
+    return opens() + 8 * HOUR
+
+
 CALL = Channel.OUTBOUND_CALL
 
 
@@ -33,7 +42,7 @@ def hours_policy(**more: Any) -> DispatchPolicy:
     return DispatchPolicy.model_validate(
         {
             "timezone": "UTC",
-            "hours": {"outbound_call": f"{OPENS:%H:%M}-{CLOSES:%H:%M}"},
+            "hours": {"outbound_call": f"{opens():%H:%M}-{closes():%H:%M}"},
             **more,
         }
     )
@@ -72,15 +81,15 @@ class TestClosedChannel:
         )
         await w.send(first, second)
         assert [await w.ledger.state(i) for i in ("n1", "n2")] == ["deferred", "merged"]
-        assert await w.sink.deferral.due_at("n1") == OPENS.timestamp()
+        assert await w.sink.deferral.due_at("n1") == opens().timestamp()
         assert w.sample("moments_tasks_deferred_total", reason="channel_hours") == 1
-        assert await w.sink.release_due(now=OPENS.timestamp() - 1) == 0
-        assert await w.sink.release_due(now=OPENS.timestamp()) == 1
+        assert await w.sink.release_due(now=opens().timestamp() - 1) == 0
+        assert await w.sink.release_due(now=opens().timestamp()) == 1
         [out] = await published(w.settings, 1)
         assert (out["task_id"], out["channel"]) == ("n1", "outbound_call")
         assert [r["task_id"] for r in out["related"]] == ["n2"]
         assert out["deferred"]["reason"] == "channel_hours"
-        assert instant(out["deferred"]["until"]) == instant(out["deliver_after"]) == OPENS
+        assert instant(out["deferred"]["until"]) == instant(out["deliver_after"]) == opens()
         assert await w.ledger.state("n1") == "sent"
 
     async def test_it_waits_until_the_customers_quiet_hours_allow_too(
@@ -90,12 +99,12 @@ class TestClosedChannel:
         hours after it: the first instant both allow is the end of their quiet hours."""
         w = make_worker(hours_policy())
         local = dt.timezone(dt.timedelta(hours=5))
-        start = (OPENS - HOUR).astimezone(local)
-        end = (OPENS + 3 * HOUR).astimezone(local)
+        start = (opens() - HOUR).astimezone(local)
+        end = (opens() + 3 * HOUR).astimezone(local)
         quiet = QuietHours(zone="+05:00", windows=[f"{start:%H:%M}-{end:%H:%M}"])
         call = task("q1", sub="13700000002", channel=CALL).model_copy(update={"quiet_hours": quiet})
         await w.send(call)
-        both = OPENS + 3 * HOUR
+        both = opens() + 3 * HOUR
         assert await w.sink.deferral.due_at("q1") == both.timestamp()
         assert await w.sink.release_due(now=both.timestamp()) == 1
         [out] = await published(w.settings, 1)
@@ -119,7 +128,7 @@ class TestClosedChannel:
         [out] = await published(w.settings, 1)
         assert (out["task_id"], out["channel"]) == ("f1", "sms")
         assert await w.ledger.state("d1") == "dropped"
-        assert await w.sink.release_due(now=OPENS.timestamp()) == 0
+        assert await w.sink.release_due(now=opens().timestamp()) == 0
         expired = {"moment_type": "offer", "reason": "expired"}
         assert w.sample("moments_tasks_suppressed_total", **expired) == 1
         assert w.sample("moments_tasks_deferred_total", reason="channel_hours") == 0
@@ -150,8 +159,8 @@ class TestTheOpeningRanksTheNightsCalls:
             task("d1", sub="13700000014", moment_type="callback", channel=CALL, priority=1),
         ]
         await w.send(*calls)
-        assert [await w.sink.deferral.due_at(t.task_id) for t in calls] == [OPENS.timestamp()] * 4
-        assert await w.sink.release_due(now=OPENS.timestamp()) == 4
+        assert [await w.sink.deferral.due_at(t.task_id) for t in calls] == [opens().timestamp()] * 4
+        assert await w.sink.release_due(now=opens().timestamp()) == 4
         assert ids(await published(w.settings, 2)) == ["b1", "d1"]
         assert [await w.ledger.state(i) for i in ("a1", "c1")] == ["deferred", "deferred"]
 
@@ -181,7 +190,7 @@ class TestTheOpeningRanksTheWholeQueue:
             calls.append(call)
         await w.send(*calls)
         assert await w.sink.deferral.waiting() == 30_000
-        assert await w.sink.release_due(now=OPENS.timestamp()) == 10_000
+        assert await w.sink.release_due(now=opens().timestamp()) == 10_000
         top = sorted(t.task_id for t in calls[-100:])
         assert ids(await published(w.settings, 100)) == top
         assert w.sample("moments_tasks_deferred_total", reason="capacity") == 9_900
@@ -199,7 +208,7 @@ class TestAReloadedPolicy:
         w = make_worker(hours_policy())
         call = task("h1", sub="13700000021", channel=CALL)
         await w.send(call)
-        assert await w.sink.deferral.due_at("h1") == OPENS.timestamp()
+        assert await w.sink.deferral.due_at("h1") == opens().timestamp()
         at = dt.datetime.now(dt.UTC).replace(microsecond=0)
         opened = (at - HOUR).replace(second=0)
         new = {"outbound_call": f"{opened:%H:%M}-{opened + 10 * HOUR:%H:%M}"}
@@ -235,13 +244,13 @@ class TestAReloadedPolicy:
     async def test_a_later_opening_parks_them_again_for_it(self, make_worker: MakeWorker) -> None:
         w = make_worker(hours_policy())
         await w.send(task("h2", sub="13700000022", channel=CALL))
-        later = OPENS + HOUR
+        later = opens() + HOUR
         w.sink.use_policy(
             DispatchPolicy.model_validate(
-                {"timezone": "UTC", "hours": {"outbound_call": f"{later:%H:%M}-{CLOSES:%H:%M}"}}
+                {"timezone": "UTC", "hours": {"outbound_call": f"{later:%H:%M}-{closes():%H:%M}"}}
             )
         )
-        assert await w.sink.release_due(now=OPENS.timestamp()) == 1
+        assert await w.sink.release_due(now=opens().timestamp()) == 1
         assert await w.sink.deferral.due_at("h2") == later.timestamp()
         assert await w.sink.release_due(now=later.timestamp()) == 1
         [out] = await published(w.settings, 1)
@@ -256,8 +265,8 @@ class TestAReloadedPolicy:
         the first one's opening though the centre was now open."""
         w = make_worker(hours_policy())
         sink = w.sink
-        later = OPENS + HOUR
-        first = {"outbound_call": f"{later:%H:%M}-{CLOSES:%H:%M}"}
+        later = opens() + HOUR
+        first = {"outbound_call": f"{later:%H:%M}-{closes():%H:%M}"}
         sink.use_policy(DispatchPolicy.model_validate({"timezone": "UTC", "hours": first}))
         rejudge = sink.deferral.rejudge
 
@@ -296,7 +305,7 @@ class TestARestartedWorker:
         at = dt.datetime.now(dt.UTC).timestamp()
         assert await before.sink.release_due(now=at) == 0  # the queue marked with its hours
         await before.send(task("h5", sub="13700000025", channel=CALL))
-        assert await before.sink.deferral.due_at("h5") == OPENS.timestamp()
+        assert await before.sink.deferral.due_at("h5") == opens().timestamp()
         assert await before.sink.release_due(now=at) == 0
         after = make_worker(
             DispatchPolicy.model_validate({"timezone": "UTC", "hours": earlier_hours()})
@@ -315,7 +324,7 @@ class TestARestartedWorker:
         await before.send(task("h6", sub="13700000026", channel=CALL))
         after = make_worker(hours_policy(capacity={"NJ": {"sms": 10}}))  # not the hours
         assert await after.sink.release_due(now=at) == 0
-        assert await after.sink.deferral.due_at("h6") == OPENS.timestamp()
+        assert await after.sink.deferral.due_at("h6") == opens().timestamp()
 
     async def test_a_worker_of_the_old_hours_parking_after_the_new_ones_marks_them_mixed(
         self, make_worker: MakeWorker
@@ -328,7 +337,7 @@ class TestARestartedWorker:
         assert await make_worker(new).sink.release_due(now=at) == 0
         old = make_worker(hours_policy())
         await old.send(task("h7", sub="13700000027", channel=CALL))
-        assert await old.sink.deferral.due_at("h7") == OPENS.timestamp()
+        assert await old.sink.deferral.due_at("h7") == opens().timestamp()
         assert await make_worker(new).sink.release_due(now=at) == 1
         [out] = await published(old.settings, 1)
         assert out["task_id"] == "h7"
@@ -479,7 +488,7 @@ class TestAnSmsBesideAHeldCall:
         assert [await w.ledger.state(i) for i in ("m1", "m2")] == ["deferred", "sent"]
         [out] = await published(w.settings, 1)
         assert (out["task_id"], out["channel"], out["deferred"]) == ("m2", "sms", None)
-        assert await w.sink.release_due(now=OPENS.timestamp()) == 1
+        assert await w.sink.release_due(now=opens().timestamp()) == 1
         called = [t for t in await published(w.settings, 2) if t["task_id"] == "m1"]
         assert [(t["channel"], t["related"]) for t in called] == [("outbound_call", None)]
 
@@ -557,7 +566,7 @@ class TestAnSmsBesideAHeldCall:
         assert await w.sink.release_due(now=quiet_end.timestamp()) == 1
         [out] = await published(w.settings, 1)
         assert (out["task_id"], out["channel"], out["related"]) == ("m5", "sms", None)
-        assert await w.sink.deferral.due_at("m6") == OPENS.timestamp()
+        assert await w.sink.deferral.due_at("m6") == opens().timestamp()
 
     async def test_an_sms_still_rides_along_in_a_call_held_for_the_merge_window(
         self, make_worker: MakeWorker

@@ -24,9 +24,17 @@ from .conftest import NOW
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis_only]
 
-AT = NOW.timestamp()
-OPENS = AT + 6 * 3600.0
-"""When the old timetable's channel hours open: every parked task waits for it."""
+
+def at() -> float:
+    """The test's `NOW` (read at its start, not at collection), in epoch seconds."""
+    return NOW.timestamp()
+
+
+def opens() -> float:
+    """When the old timetable's channel hours open: every parked task waits for it."""
+    return at() + 6 * 3600.0
+
+
 OLD, NEW = "0ld0ld0ld0ld0ld0", "1ae1ae1ae1ae1ae1"
 """Two timetables (`DispatchPolicy.timetable`: a digest)."""
 MANY = 50_000
@@ -42,7 +50,7 @@ async def queue(redis_url: str) -> AsyncIterator[DeferralQueue]:
 
 async def park(queue: DeferralQueue, ids: list[str], timetable: str) -> None:
     """Claim and park the ids, a tenth capacity deferrals to the next day, the others
-    waiting for their channel's hours, all until `OPENS`, by `timetable`."""
+    waiting for their channel's hours, all until `opens()`, by `timetable`."""
     for start in range(0, len(ids), 5000):
         part = ids[start : start + 5000]
         assert all(await queue.ledger.claim([(i, b"{}") for i in part]))
@@ -51,7 +59,7 @@ async def park(queue: DeferralQueue, ids: list[str], timetable: str) -> None:
                 i,
                 f"1370{n:07d}",
                 b"",
-                OPENS,
+                opens(),
                 60.0,
                 waits_for_hours=n % 10 != 0,
                 waits_for_next_day=n % 10 == 0,
@@ -62,8 +70,8 @@ async def park(queue: DeferralQueue, ids: list[str], timetable: str) -> None:
 
 
 async def still_waiting(queue: DeferralQueue) -> int:
-    """How many of the queue's tasks are due later than `AT`."""
-    return int(await queue.redis.zcount(queue.key, f"({AT}", "+inf"))
+    """How many of the queue's tasks are due later than `at()`."""
+    return int(await queue.redis.zcount(queue.key, f"({at()}", "+inf"))
 
 
 async def judged(queue: DeferralQueue) -> str | None:
@@ -98,7 +106,7 @@ class TestAWalkInChunks:
         await park(queue, [f"t{n}" for n in range(MANY)], OLD)
         assert await judged(queue) == OLD
         marks = watch(queue)
-        assert await queue.rejudge(NEW, AT) == MANY
+        assert await queue.rejudge(NEW, at()) == MANY
         assert await still_waiting(queue) == 0
         assert await queue.waiting() == MANY  # due, not released
         # SSCAN's count is a hint: a call reads about a chunk, never the whole index.
@@ -107,7 +115,7 @@ class TestAWalkInChunks:
         assert NEW not in marks[:-1]  # marked judged only at the end of the walk
         assert all(m is not None and m.startswith(f"~{NEW}:") for m in marks[:-1])
         calls = len(marks)
-        assert await queue.rejudge(NEW, AT) == 0  # judged: nothing to walk
+        assert await queue.rejudge(NEW, at()) == 0  # judged: nothing to walk
         assert len(marks) == calls
 
     async def test_a_crash_after_the_first_chunk_leaves_what_the_next_rejudge_finishes(
@@ -121,18 +129,18 @@ class TestAWalkInChunks:
 
         marks = watch(queue, crash)
         with pytest.raises(ConnectionError):
-            await queue.rejudge(NEW, AT)
+            await queue.rejudge(NEW, at())
         left = await still_waiting(queue)
         assert 0 < left < MANY  # a first chunk made due, the rest still waiting
         assert marks == [await judged(queue)]
         assert str(marks[0]).startswith(f"~{NEW}:")  # the walk's mark, not NEW
         restarted = DeferralQueue(queue.redis, queue.ledger)
-        assert await restarted.rejudge(NEW, AT) == left
+        assert await restarted.rejudge(NEW, at()) == left
         assert await still_waiting(queue) == 0
         assert await judged(queue) == NEW
 
     async def test_an_empty_queue_is_marked_judged(self, queue: DeferralQueue) -> None:
-        assert await queue.rejudge(NEW, AT) == 0
+        assert await queue.rejudge(NEW, at()) == 0
         assert await judged(queue) == NEW
 
 
@@ -153,14 +161,14 @@ class TestParkedDuringTheWalk:
             if calls == 2:
                 if late != "t7":
                     assert await queue.ledger.claim([(late, b"{}")]) == [True]
-                item = Parking(late, "13700000007", b"{}", OPENS, 60.0, waits_for_hours=True)
+                item = Parking(late, "13700000007", b"{}", opens(), 60.0, waits_for_hours=True)
                 assert await queue.park_many([item], OLD) == [True]
 
         watch(queue, old_worker_parks)
-        await queue.rejudge(NEW, AT)
+        await queue.rejudge(NEW, at())
         assert await judged(queue) == "*"
-        await queue.rejudge(NEW, AT)
-        assert await queue.due_at(late) == AT
+        await queue.rejudge(NEW, at())
+        assert await queue.due_at(late) == at()
         assert await still_waiting(queue) == 0
         assert await judged(queue) == NEW
 
@@ -172,11 +180,11 @@ class TestParkedDuringTheWalk:
         async def new_worker_parks(calls: int) -> None:
             if calls == 2:
                 assert await queue.ledger.claim([("fresh", b"{}")]) == [True]
-                item = Parking("fresh", "13700000008", b"{}", OPENS, 60.0, waits_for_hours=True)
+                item = Parking("fresh", "13700000008", b"{}", opens(), 60.0, waits_for_hours=True)
                 assert await queue.park_many([item], NEW) == [True]
 
         watch(queue, new_worker_parks)
-        assert await queue.rejudge(NEW, AT) >= 5 * CHUNK
+        assert await queue.rejudge(NEW, at()) >= 5 * CHUNK
         assert await judged(queue) == NEW
         assert await still_waiting(queue) <= 1  # the fresh one, unless the walk read it
 
@@ -187,7 +195,7 @@ class TestTwoWalksAtOnce:
     ) -> None:
         await park(queue, [f"t{n}" for n in range(20 * CHUNK)], OLD)
         other = DeferralQueue(queue.redis, queue.ledger)
-        woken = await asyncio.gather(queue.rejudge(NEW, AT), other.rejudge(NEW, AT))
+        woken = await asyncio.gather(queue.rejudge(NEW, at()), other.rejudge(NEW, at()))
         assert sum(woken) == 20 * CHUNK
         assert await still_waiting(queue) == 0
         assert await judged(queue) == NEW
@@ -205,17 +213,17 @@ class TestTwoWalksAtOnce:
         async def park_then_walk(calls: int) -> None:
             if calls == 2:
                 assert await queue.ledger.claim([("late", b"{}")]) == [True]
-                item = Parking("late", "13700000009", b"{}", OPENS, 60.0, waits_for_hours=True)
+                item = Parking("late", "13700000009", b"{}", opens(), 60.0, waits_for_hours=True)
                 assert await queue.park_many([item], OLD) == [True]
                 assert await judged(queue) == "*"
-                second.append(await other.rejudge(NEW, AT))
+                second.append(await other.rejudge(NEW, at()))
 
         marks = watch(queue, park_then_walk)
-        first = await queue.rejudge(NEW, AT)
+        first = await queue.rejudge(NEW, at())
         assert len(marks) == 3  # stopped at its next chunk: the second walk's mark stood
         assert marks[2] == NEW
         assert first + second[0] == 10 * CHUNK + 1
-        assert await queue.due_at("late") == AT
+        assert await queue.due_at("late") == at()
         assert await still_waiting(queue) == 0
         assert await judged(queue) == NEW
 
@@ -245,16 +253,16 @@ class TestARetryAfterAFailedChunk:
 
         queue._rejudge = fails_once  # type: ignore[assignment]
         with pytest.raises(ConnectionError):
-            await queue.rejudge(NEW, AT)
-        first = int(await queue.redis.zcount(queue.key, AT, AT))
+            await queue.rejudge(NEW, at())
+        first = int(await queue.redis.zcount(queue.key, at(), at()))
         assert 0 < first < 5 * CHUNK  # the first chunk made due, the rest still waiting
         # Another worker releases one of them and parks it for the new opening.
-        [released] = await queue.release(AT, limit=1)
-        later = OPENS + 3600.0
+        [released] = await queue.release(at(), limit=1)
+        later = opens() + 3600.0
         item = Parking(released.task_id, "13700000001", b"", later, 60.0, waits_for_hours=True)
         assert await queue.park_many([item], NEW) == [True]
-        woken = await queue.rejudge(NEW, AT)  # the retry
+        woken = await queue.rejudge(NEW, at())  # the retry
         assert await queue.due_at(released.task_id) == later  # not woken again
         assert woken == 5 * CHUNK  # the whole walk's count
         assert await judged(queue) == NEW
-        assert await queue.redis.zcount(queue.key, f"({AT}", "+inf") == 1
+        assert await queue.redis.zcount(queue.key, f"({at()}", "+inf") == 1

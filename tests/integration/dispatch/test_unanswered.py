@@ -47,7 +47,11 @@ def tid(name: str) -> str:
 
 S1, S2, S3, C1 = (tid(n) for n in ("s1", "s2", "s3", "c1"))
 SUB = "13300000001"
-EXPIRES = NOW + dt.timedelta(hours=2)
+
+
+def expires() -> dt.datetime:
+    """When the tasks expire: two hours after the test's `NOW` (read at its start)."""
+    return NOW + dt.timedelta(hours=2)
 
 
 def expired_total(w: Worker, channel: str, moment_type: str) -> float:
@@ -62,9 +66,9 @@ class TestUnanswered:
     ) -> None:
         w = make_worker(GO_NOW)
         await w.send(
-            task(S1, sub=SUB, moment_type="low_balance", expires_at=EXPIRES),
-            task(S2, sub=SUB, moment_type="low_balance", expires_at=EXPIRES),
-            task(S3, sub=SUB, moment_type="first_international_roaming", expires_at=EXPIRES),
+            task(S1, sub=SUB, moment_type="low_balance", expires_at=expires()),
+            task(S2, sub=SUB, moment_type="low_balance", expires_at=expires()),
+            task(S3, sub=SUB, moment_type="first_international_roaming", expires_at=expires()),
             task(C1, sub=SUB, channel=Channel.OUTBOUND_CALL, moment_type="bill_shock"),
         )
         assert len(await published(w.settings, 4)) == 4
@@ -86,7 +90,7 @@ class TestUnanswered:
 
         # Past the SMS's expiry and the grace: S2 is counted, under its channel and type;
         # the call (3 days to live) still waits.
-        after = EXPIRES.timestamp() + GRACE_S + 1
+        after = expires().timestamp() + GRACE_S + 1
         assert await w.sink.expiry.expire_unanswered(now=after) == 1
         assert expired_total(w, "sms", "low_balance") == 1
         assert expired_total(w, "sms", "first_international_roaming") == 0
@@ -103,9 +107,9 @@ class TestUnanswered:
         workers = [make_worker(GO_NOW) for _ in range(3)]
         ids = [tid(f"many-{n}") for n in range(40)]
         await workers[0].send(
-            *(task(i, sub=f"1330000{n:04d}", expires_at=EXPIRES) for n, i in enumerate(ids))
+            *(task(i, sub=f"1330000{n:04d}", expires_at=expires()) for n, i in enumerate(ids))
         )
-        after = EXPIRES.timestamp() + GRACE_S + 1
+        after = expires().timestamp() + GRACE_S + 1
         counts = await asyncio.gather(
             *(w.sink.expiry.expire_unanswered(now=after) for w in workers)
         )
@@ -147,7 +151,7 @@ class TestUnanswered:
         early = tid("answered-early")
         dying = dies_before_its_confirm(make_worker(GO_NOW))
         with pytest.raises(CrashError):
-            await dying.send(task(early, sub=SUB, moment_type="low_balance", expires_at=EXPIRES))
+            await dying.send(task(early, sub=SUB, moment_type="low_balance", expires_at=expires()))
         assert len(await published(w.settings, 1)) == 1
         assert await w.ledger.state(early) == "pending"
 
@@ -159,7 +163,7 @@ class TestUnanswered:
         assert await w.ledger.state(early) == "sent"
         assert (await w.ledger.unanswered())["sms"] == 0
         assert await w.ledger.list_unanswered() == []
-        after = EXPIRES.timestamp() + GRACE_S + 1
+        after = expires().timestamp() + GRACE_S + 1
         assert await w.sink.expiry.expire_unanswered(now=after) == 0
         assert expired_total(w, "sms", "low_balance") == 0
 
@@ -177,7 +181,7 @@ class TestUnanswered:
         early = tid("declined-early")
         dying = dies_before_its_confirm(make_worker(GO_NOW))
         with pytest.raises(CrashError):
-            await dying.send(task(early, sub=SUB, moment_type="low_balance", expires_at=EXPIRES))
+            await dying.send(task(early, sub=SUB, moment_type="low_balance", expires_at=expires()))
         assert len(await published(w.settings, 1)) == 1
         assert await w.ledger.state(early) == "pending"
 
@@ -206,7 +210,7 @@ class TestUnanswered:
         call, sms = tid("merged-call"), tid("merged-sms")
         w = make_worker()  # calls held for the merge window
         await w.send(task(call, sub=SUB, channel=Channel.OUTBOUND_CALL, moment_type="bill_shock"))
-        await w.send(task(sms, sub=SUB, moment_type="low_balance", expires_at=EXPIRES))
+        await w.send(task(sms, sub=SUB, moment_type="low_balance", expires_at=expires()))
         assert await w.ledger.state(sms) == "merged"
         dying = dies_before_its_confirm(make_worker())
         with pytest.raises(CrashError):
@@ -469,7 +473,7 @@ async def published_then_dead(w: Worker, make_worker: Callable[..., Worker], nam
     early = tid(name)
     dying = dies_before_its_confirm(make_worker(GO_NOW))
     with pytest.raises(CrashError):
-        await dying.send(task(early, sub=SUB, moment_type="low_balance", expires_at=EXPIRES))
+        await dying.send(task(early, sub=SUB, moment_type="low_balance", expires_at=expires()))
     assert len(await published(w.settings, 1)) == 1
     assert await w.ledger.state(early) == "pending"
     return early
@@ -594,8 +598,8 @@ class TestPendingCommand:
         w = make_worker(GO_NOW)
         p1, p2, p3 = tid("p1"), tid("p2"), tid("p3")
         await w.send(
-            task(p1, sub="13800138001", moment_type="low_balance", expires_at=EXPIRES),
-            task(p2, sub="13800138002", moment_type="low_balance", expires_at=EXPIRES),
+            task(p1, sub="13800138001", moment_type="low_balance", expires_at=expires()),
+            task(p2, sub="13800138002", moment_type="low_balance", expires_at=expires()),
             task(p3, sub="13800138003", channel=Channel.OUTBOUND_CALL, moment_type="bill_shock"),
         )
         assert await w.ledger.first_outcome(p2, "accepted", "sms")
@@ -610,7 +614,7 @@ class TestPendingCommand:
         assert rows[0]["subscriber_id"] == "138****8001"
         assert "13800138001" not in proc.stdout
         assert 0 <= rows[0]["age_seconds"] < 120
-        assert rows[0]["expires_at"] == EXPIRES.isoformat().replace("+00:00", "Z")
+        assert rows[0]["expires_at"] == expires().isoformat().replace("+00:00", "Z")
 
         proc = await asyncio.to_thread(pending_command, w, "--channel", "outbound_call")
         assert proc.returncode == 0, proc.stderr
