@@ -33,7 +33,7 @@ from tests.integration.kafka_io import read_written, values
 from tests.unit.fakes import Clock as FakeClock
 
 # `NOW`: the instant a test starts, to the second (`now_at_test_start` sets it, here and in
-# the test's module, before the test's other fixtures). The sinks decide by the wall clock
+# every module of these tests, before the test's other fixtures). The sinks decide by the wall clock
 # (or `pinned_clock`, standing at `NOW`), so a task dated from `NOW` is judged when its
 # dates say. The value read at import only serves callers outside these tests (unit tests
 # that borrow `task`). `MOMENTS_TEST_NOW_BACK_S`: seconds to date that import-time value
@@ -148,17 +148,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture(autouse=True)
-def now_at_test_start(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Sets `NOW` to this test's start, here and in its module (`from .conftest import
-    NOW` copies it): read once at collection, it was an hour or more before some tests
-    ran, and a task dated from it was already due, or expired, on the sinks' wall clock.
-    Autouse, it runs before the test's other fixtures (`pinned_clock` reads it). Its own
-    patch, not the test's `monkeypatch`: a test's `monkeypatch.undo()` keeps it."""
+def now_at_test_start() -> Iterator[None]:
+    """Sets `NOW` to this test's start, here and in every module of these tests
+    (`from .conftest import NOW` copies it; a test may call another module's helpers,
+    which read that module's): read once at collection, it was an hour or more before
+    some tests ran, and a task dated from it was already due, or expired, on the sinks'
+    wall clock. Autouse, it runs before the test's other fixtures (`pinned_clock` reads
+    it). Its own patch, not the test's `monkeypatch`: a test's `monkeypatch.undo()`
+    keeps it."""
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    modules = [m for n, m in sys.modules.items() if n.startswith(f"{__package__}.")]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sys.modules[__name__], "NOW", now)
-        if hasattr(request.module, "NOW"):
-            patch.setattr(request.module, "NOW", now)
+        for module in modules:
+            if hasattr(module, "NOW"):
+                patch.setattr(module, "NOW", now)
         yield
 
 
