@@ -331,6 +331,8 @@ class Runtime:
             withdrawals_topic=s.topic("task_withdrawals"),
         )
         self.dead_letters = DeadLetterSink(producer, s.topic("deadletter"), self.metrics)
+        for needed in (s.topic("tasks"), s.topic("deadletter")):  # at 0: panels read 0
+            self.metrics.topic_missing.labels(needed)
         self.metrics.rules_loaded.set(len(self.detector.rules))
         self._declare_series(self.detector.rules)
         self._report_rules(self.detector.rules)

@@ -215,6 +215,7 @@ class DeadLetterSink:
             Dependency.KAFKA,
             self.metrics,
             what,
+            needed_topic=self.topic,  # deleted since the start: held, named, not an outage
         )
 
     async def _send_without_value(

@@ -1402,6 +1402,7 @@ class TaskSink:
                 Dependency.KAFKA,
                 self.metrics,
                 "publishing tasks",
+                needed_topic=self.topic,  # deleted since the start: held, named, not an outage
             )
         now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
         ids = [t.task_id for t in tasks]

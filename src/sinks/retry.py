@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 from moments.exceptions import RedisClusterError
+from moments.logthrottle import RepeatThrottle
 from sinks.kafkacodes import described
 from sinks.metrics import Dependency, Metrics
 
@@ -315,16 +316,30 @@ def unknown_topic(exc: BaseException) -> bool:
     return isinstance(exc, BrokerResponseError) and exc.errno in (3, 100)
 
 
+RECREATE_TOPIC = (
+    "create it again: restart a worker (it creates the topics it writes as it starts, where "
+    'its Kafka principal may create topics), or create it as docs/operations.md, "Against a '
+    'managed Kafka", says'
+)
+"""The fix of a topic found missing, for `missing_topic_note` and `_say_held`."""
+
+
 def missing_topic_note(topic: str, what: str, times: int) -> str:
     """The fix of a topic `with_retry` found missing (`MISSING_TOPIC_ATTEMPTS`)."""
     return (
         f"moments: not retried while {what}: the topic {topic} is missing on the broker "
         f"(UNKNOWN_TOPIC_OR_PARTITION {times} times in a row: deleted after the worker "
-        "started?), not a Kafka outage, and waiting will not bring it back; create it "
-        "again: restart a worker (it creates the topics it writes as it starts, where its "
-        "Kafka principal may create topics), or create it as docs/operations.md, "
-        '"Against a managed Kafka", says'
+        "started?), not a Kafka outage, and waiting will not bring it back; "
+        f"{RECREATE_TOPIC}"
     )
+
+
+held_log = logging.getLogger("sinks.missingtopics")
+HELD_THROTTLE = RepeatThrottle(by_first_arg=True)
+"""A held write's line (`_say_held`) once per 30 s for each topic, with a count of the
+lines held back: each held call (a batch's, the outcomes agent's, the re-drive timer's)
+tries again every few seconds."""
+held_log.addFilter(HELD_THROTTLE)
 
 
 REFUSED_LOGIN_HELP = (
@@ -344,6 +359,7 @@ async def with_retry(
     max_delay: float = 5.0,
     log_refusal: bool = True,
     missing_topic: str | None = None,
+    needed_topic: str | None = None,
 ) -> T:
     """Await `call()` until it succeeds; back off between failures of a dependency away
     or busy (`retried`; forever: the caller decides when to give up by cancelling). Any
@@ -352,6 +368,12 @@ async def with_retry(
     broker that answers it is unknown `MISSING_TOPIC_ATTEMPTS` times in a row has lost it
     (deleted after the start), and that error is raised, noted with its fix
     (`missing_topic_note`), as a refusal is: retried, it was a broker away for ever.
+    `needed_topic`: the topic `call` writes that its batch cannot go on without (the
+    tasks, the dead letters): answered unknown as often in a row, it is still retried (the
+    batch waits, its offsets not committed: nothing is lost), but as a missing topic, not
+    a broker away: `moments_dependency_up` 1, not counted in
+    `moments_dependency_errors_total`, the call counted in `moments_topic_missing{topic}`
+    while it is held, and a line naming the topic and its fix (`_say_held`, throttled).
     `log_refusal=False`: the caller logs a Kafka refusal itself, the note included (what
     it publishes is owed: `sinks.steps.note_owed_refusal`, `TimerSteps`); logged here too,
     each refusal made two ERROR lines, and a batch's one an unthrottled line per batch."""
@@ -360,47 +382,77 @@ async def with_retry(
     attempt = 0
     told_login = False  # a refused login's fix is logged at its first, whatever the attempt
     up = metrics.up_of[dependency]
+    topic = missing_topic or needed_topic
     unknown = 0  # the topic answered unknown, in a row
-    while True:
-        try:
-            value = await call()
-        except Exception as exc:
-            unknown = unknown + 1 if missing_topic and unknown_topic(exc) else 0
-            if missing_topic and unknown >= MISSING_TOPIC_ATTEMPTS:
-                up.set(1)  # the broker answered: no outage
-                _say_missing(exc, missing_topic, what, unknown, log_refusal)
-                raise
-            if not retried(exc):
-                _say_not_retried(exc, dependency, what, log_refusal)
-                raise
-            login = isinstance(exc, refused)
-            attempt += 1
-            metrics.dependency_errors.labels(dependency.value).inc()
-            up.set(0)
-            loud = attempt in (1, 10) or attempt % 100 == 0 or (login and not told_login)
-            told_login = told_login or login
-            level = logging.WARNING if loud else logging.DEBUG
-            log.log(
-                level,
-                "%s %s while %s (attempt %d, retrying in %.1fs): %s: %s%s",
-                dependency.value,
-                "refused" if isinstance(exc, RedisClusterError) else "unavailable",
-                what,
-                attempt,
-                delay,
-                type(exc).__name__,
-                exc,
-                f"; {REFUSED_LOGIN_HELP}" if login else "",
-            )
-            await asyncio.sleep(delay)
-            delay = min(max_delay, delay * 2)
-            continue
-        if attempt:
-            log.warning(
-                "%s is back after %d failed attempts while %s", dependency.value, attempt, what
-            )
-        up.set(1)
-        return value
+    held: str | None = None  # the topic counted in moments_topic_missing (`needed_topic`)
+    missed = False  # held at some attempt: its recovery is the topic's, not the broker's
+    try:
+        while True:
+            try:
+                value = await call()
+            except Exception as exc:
+                unknown = unknown + 1 if topic and unknown_topic(exc) else 0
+                if missing_topic and unknown >= MISSING_TOPIC_ATTEMPTS:
+                    up.set(1)  # the broker answered: no outage
+                    _say_missing(exc, missing_topic, what, unknown, log_refusal)
+                    raise
+                if needed_topic and unknown >= MISSING_TOPIC_ATTEMPTS:
+                    if held is None:
+                        metrics.topic_missing.labels(needed_topic).inc()
+                        held, missed = needed_topic, True
+                    up.set(1)  # the broker answered: no outage
+                    attempt += 1
+                    _say_held(needed_topic, what, unknown, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(max_delay, delay * 2)
+                    continue
+                if held is not None:  # another error: the broker's, said as such below
+                    metrics.topic_missing.labels(held).dec()
+                    held = None
+                if not retried(exc):
+                    _say_not_retried(exc, dependency, what, log_refusal)
+                    raise
+                login = isinstance(exc, refused)
+                attempt += 1
+                metrics.dependency_errors.labels(dependency.value).inc()
+                up.set(0)
+                loud = attempt in (1, 10) or attempt % 100 == 0 or (login and not told_login)
+                told_login = told_login or login
+                level = logging.WARNING if loud else logging.DEBUG
+                log.log(
+                    level,
+                    "%s %s while %s (attempt %d, retrying in %.1fs): %s: %s%s",
+                    dependency.value,
+                    "refused" if isinstance(exc, RedisClusterError) else "unavailable",
+                    what,
+                    attempt,
+                    delay,
+                    type(exc).__name__,
+                    exc,
+                    f"; {REFUSED_LOGIN_HELP}" if login else "",
+                )
+                await asyncio.sleep(delay)
+                delay = min(max_delay, delay * 2)
+                continue
+            if missed:
+                log.warning(
+                    "the topic %s is there again after %d failed attempts while %s",
+                    needed_topic,
+                    attempt,
+                    what,
+                )
+            elif attempt:
+                log.warning(
+                    "%s is back after %d failed attempts while %s",
+                    dependency.value,
+                    attempt,
+                    what,
+                )
+            up.set(1)
+            return value
+    finally:
+        if held is not None:  # gone through, or cancelled (the worker stopping, a rebalance)
+            metrics.topic_missing.labels(held).dec()
 
 
 def _say_not_retried(
@@ -431,6 +483,23 @@ def _say_missing(exc: Exception, topic: str, what: str, times: int, log_refusal:
     exc.add_note(note)
     if log_refusal:
         log.error("%s (%s)", exc, note.removeprefix("moments: "))
+
+
+def _say_held(topic: str, what: str, times: int, delay: float) -> None:
+    """The line of a write held on a missing `needed_topic`, throttled per topic
+    (`HELD_THROTTLE`): logged as a broker away, it sent ops to look at a broker that
+    answers."""
+    held_log.error(
+        "%s: the topic is missing on the broker while %s (UNKNOWN_TOPIC_OR_PARTITION %d "
+        "times in a row: deleted after the worker started?), not a Kafka outage; the batch "
+        "waits, its offsets not committed (nothing is lost), tried again in %.1fs until the "
+        "topic is there (moments_topic_missing); %s",
+        topic,
+        what,
+        times,
+        delay,
+        RECREATE_TOPIC,
+    )
 
 
 class Retrying(Protocol):

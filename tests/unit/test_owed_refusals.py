@@ -245,7 +245,7 @@ class TestUnknownTopicInRetry:
         assert len(sleeps.delays) == MISSING_TOPIC_ATTEMPTS - 1
 
     async def test_without_a_topic_named_it_is_an_outage_as_before(self, sleeps: Sleeps) -> None:
-        """The tasks topic and the others a restart makes again are not named: waited for."""
+        """A call that names no topic (the state changelog) waits as for a broker away."""
         metrics = Metrics()
         left = [MISSING_TOPIC_ATTEMPTS + 3]
 
