@@ -43,6 +43,7 @@ ALERTS = {
     "MomentsRolloutUnfinished",
     "MomentsDependencyDown",
     "MomentsDependencyErrors",
+    "MomentsTopicMissing",
     "MomentsWorkerDown",
     "MomentsNoWorkerUp",
     "MomentsWorkerStalled",
