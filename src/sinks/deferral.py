@@ -54,7 +54,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from sinks.capacity import RANK_RISKS, RANK_SECONDS, RANKED
-from sinks.ledger import TaskLedger, as_bytes
+from sinks.ledger import CLAIM_TOKEN_KEPT_S, TaskLedger, as_bytes, new_claim_token
 from sinks.luabatch import BatchScript
 from sinks.stores import Joining, Parking, Released
 
@@ -336,12 +336,17 @@ return carrier
 """.replace("@RANK_LAYOUT@", f"{RANKED}, {RANK_SECONDS}, {RANK_RISKS}")
 
 # KEYS: deferred, pending, hours, capped, nextday, due, rank; ARGV: now, limit, task
-# prefix, group prefix, most tasks to rank. Ranks up to that many of the tasks come due
+# prefix, group prefix, most tasks to rank, the release's token, the claim token prefix,
+# seconds to keep it. Ranks up to that many of the tasks come due
 # (into `due` by their rank, their due time without one; their `deferred` score -1 minus their due
 # time); {0} when there may be more to rank (call again), else {1, released}: for each
 # of the `limit` highest ranked in `due` moved from D to P, {id, payload, {member
 # payloads}}. One in `due` whose `deferred` score is not a ranked one (parked again by
 # an earlier version) only leaves `due`: it waits, and is ranked again when due.
+# Each one moved to P holds the release's token (`claimed:<id>`, as `_CLAIM_STALE`
+# writes a re-drive's, replacing the one a re-drive that parked it left): the release's
+# produce is fenced by it (`TaskLedger.fence`), so that a release stalled past the grace
+# period sends nothing a re-drive claimed since.
 _RELEASE = """
 local moving = redis.call(
   'ZRANGEBYSCORE', KEYS[1], 0, ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[5]
@@ -370,6 +375,7 @@ for _, id in ipairs(ids) do
       local payload = string.sub(v, 2)
       redis.call('SET', key, 'P' .. payload, 'XX', 'KEEPTTL')
       redis.call('ZADD', KEYS[2], ARGV[1], id)
+      redis.call('SET', ARGV[7] .. id, ARGV[6], 'EX', ARGV[8])
       table.insert(out, {id, payload, redis.call('LRANGE', ARGV[4] .. id, 0, -1)})
     end
   end
@@ -788,9 +794,11 @@ class DeferralQueue:
             task_id: _due(score) async for page in self._scan_pages() for task_id, score in page
         }
 
-    async def release(self, now: float | None = None, limit: int = 500) -> list[Released]:
+    async def release(
+        self, now: float | None = None, limit: int = 500, token: str = ""
+    ) -> list[Released]:
         """See `sinks.stores.Deferrals.release`: what came due is ranked first, a chunk a
-        call (`_RELEASE`), then the top of `due` is taken."""
+        call (`_RELEASE`), then the top of `due` is taken, each holding `token`."""
         at = time.time() if now is None else now
         keys = list(self._taken_keys())
         args: list[str | float] = [
@@ -799,6 +807,9 @@ class DeferralQueue:
             f"{self.prefix}task:",
             f"{self.prefix}group:",
             _RANK_CHUNK,
+            token or new_claim_token(),
+            self.ledger.claimed_key(""),
+            CLAIM_TOKEN_KEPT_S,
         ]
         while True:
             reply: Sequence[Any] = await self._release(keys=keys, args=args)

@@ -485,18 +485,19 @@ class TaskSink:
     async def _fenced(
         self, tasks: list[ServiceTask], claimed: Collection[str], token: str
     ) -> list[ServiceTask]:
-        """Those of a re-drive's `tasks` still its own to send, right before their produce
-        (`Ledger.fence`: one round trip, the re-drive's only one more than its decision's;
-        none for a decision that sends nothing): pending still, and claimed by no other
-        worker's re-drive since its claim (`claimed`, with `token`) or since its decision
-        made them pending (a merged moment moved out of its group under its own id). Each
-        is re-scored, so that no worker claims it while the produce runs. One another
-        worker's re-drive took (this one stalled past the grace period after its claim:
-        Redis retried, a long pause, a slow broker) is left to that worker, which decides
-        it with what it read: sent by both, the same id went out twice and maybe not the
-        same (a call the customer opted out of meanwhile after its withdrawal, another
-        channel). Left open: a produce that itself takes longer than the grace period
-        after the fence (docs/architecture.md, the crash table)."""
+        """Those of a re-drive's or a release's `tasks` still its own to send, right
+        before their produce (`Ledger.fence`: one round trip, the only one more than its
+        decision's; none for a decision that sends nothing): pending still, and claimed by
+        no other worker's re-drive since its claim or release (`claimed`, with `token`)
+        or since its decision made them pending (a merged moment moved out of its group
+        under its own id). Each is re-scored, so that no worker claims it while the
+        produce runs. One another worker's re-drive took (this one stalled past the grace
+        period after its claim or release: Redis retried, a long pause, a slow broker) is
+        left to that worker, which decides it with what it read: sent by both, the same
+        id went out twice and maybe not the same (a call the customer opted out of
+        meanwhile after its withdrawal, another channel). Left open: a produce that
+        itself takes longer than the grace period after the fence (docs/architecture.md,
+        the crash table)."""
         if not tasks:
             return tasks
         ids = [t.task_id for t in tasks]
@@ -504,14 +505,14 @@ class TaskSink:
             lambda: self.ledger.fence(
                 [i for i in ids if i in claimed], [i for i in ids if i not in claimed], token
             ),
-            "fencing re-driven tasks",
+            "fencing re-driven or released tasks",
         )
         taken = [i for i in ids if i not in mine]
         if taken:
             log.warning(
-                "%d re-driven task(s) taken by another worker's re-drive while this one "
-                "decided them (it stalled past the grace period): not published here "
-                "(first: %r)",
+                "%d re-driven or released task(s) taken by another worker's re-drive while "
+                "this one decided them (it stalled past the grace period): not published "
+                "here (first: %r)",
                 len(taken),
                 taken[0],
             )
@@ -622,7 +623,10 @@ class TaskSink:
         (`Parking.rank`, `Deferrals.release`), so a tick's batches are the top of the whole
         queue, not its first part by due time and id (a priority-5 call first by id took
         a region's slots before a complaint callback later in the queue); they are sorted
-        by `claim_order` again here, as ranks are rounded."""
+        by `claim_order` again here, as ranks are rounded. The tasks taken hold this
+        release's token (`claimed:<id>`, written by the store in the step that takes
+        them), and its produce is fenced by it (`_fenced`): one round trip more when it
+        sends, none when it sends nothing."""
         now = self.clock() if now is None else now
         timetable = self._judging.timetable
         if self._judged != timetable:
@@ -653,16 +657,19 @@ class TaskSink:
                     woken,
                 )
         due: list[Released] = []
+        # This release's token: each task taken holds it, and its produce is fenced by it.
+        token = new_claim_token()
         for _ in range(RELEASE_BATCHES_PER_TICK):
             batch = await self._redis(
-                lambda: self.deferral.release(now, self.policy.release_batch), "releasing tasks"
+                lambda: self.deferral.release(now, self.policy.release_batch, token),
+                "releasing tasks",
             )
             due += batch
             if len(batch) < self.policy.release_batch:
                 break
         if due:
             self.dm.released.inc(len(due))
-            await self.decide_taken(due, now)
+            await self.decide_taken(due, now, fence=token)
         else:
             await self._update_waiting()
         return len(due)
@@ -673,13 +680,14 @@ class TaskSink:
         now: float,
         why: dict[str, str] | None = None,
         retake: bool = True,
+        fence: str | None = None,
     ) -> None:
         """Decide the tasks taken out of the deferral queue (pending again): those its
         release handed out, and those of subscribers a tombstone erased
         (`Subscribers.forget`), dropped then as `forgotten`. Ranked by `claim_order`; one
         an outcome answered while it waited (a re-drive parked it) is confirmed as sent
-        (`_confirm_answered`, looked at by the decision as the re-drive's is). `why` and
-        `retake`: as `_decide`'s."""
+        (`_confirm_answered`, looked at by the decision as the re-drive's is). `why`,
+        `retake` and `fence` (the release's token, `release_due`): as `_decide`'s."""
         newer: list[str] = []
         loaded = [
             stored_candidate(
@@ -690,7 +698,7 @@ class TaskSink:
         await self._leave_to_newer(newer, NewerRead.RELEASE)
         ranked = sorted((c for c in loaded if c is not None), key=lambda c: claim_order(c.tasks))
         # A retake's (`_decide_raced`): its caller looked at the answered marks.
-        await self._decide(ranked, now, why, retake=retake, released=retake)
+        await self._decide(ranked, now, why, retake=retake, released=retake, fence=fence)
 
     async def _decide(
         self,
@@ -719,15 +727,16 @@ class TaskSink:
         were read (`Writes.raced`) is decided again once this is done (`retake`; not again
         from that decision), so dropped `forgotten`: the tombstone's take of the
         subscriber's waiting tasks came before the park, and its payload waited for its
-        release time. `fence`: a re-drive's claim token; its tasks are published only
-        where no other worker's re-drive claimed them since (`_fenced`).
+        release time. `fence`: a re-drive's claim token, or a release's (each task it took
+        holds it: `Deferrals.release`); its tasks are published only where no other
+        worker's re-drive claimed them since (`_fenced`).
 
         Declines and facts are read for all candidates at once (nothing here writes them);
         the writes go in waves (`waves`), one store call per step for a whole wave."""
         dropped: set[str] = set()
         if not candidates:
             return dropped
-        # A re-drive's claimed entries, which its fence checks (`_fenced`).
+        # A re-drive's claimed entries (or a release's taken ones), which its fence checks.
         claimed = {c.carrier_id for c in candidates} if fence is not None else set()
         at = self.clock() if now is None else now
         # Fresh tasks that park nothing leave the deferral queue as it was: its count (a

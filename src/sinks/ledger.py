@@ -449,9 +449,9 @@ def _kept_ms(until: float | None, now: float) -> int | None:
 
 
 CLAIM_TOKEN_KEPT_S = 86400
-"""How long a re-drive's claim token (`claimed:<id>`) is kept: longer than any decision
-runs. A decision that stalled longer finds it gone and sends nothing (`fence`): its
-entries are re-driven again, late, not lost."""
+"""How long a re-drive's claim token, or a release's (`claimed:<id>`), is kept: longer
+than any decision runs. A decision that stalled longer finds it gone and sends nothing
+(`fence`): its entries are re-driven again, late, not lost."""
 
 
 def new_claim_token() -> str:
@@ -595,8 +595,9 @@ class TaskLedger:
         return f"{self.prefix}redriven:{task_id}"
 
     def claimed_key(self, task_id: str) -> str:
-        """The token of the re-drive that claimed the task last (`claim_stale`), for a
-        day (`CLAIM_TOKEN_KEPT_S`): its produce is fenced by it (`fence`)."""
+        """The token of the re-drive that claimed the task last (`claim_stale`), or of
+        the release that took it out of the deferral queue (`sinks.deferral._RELEASE`),
+        for a day (`CLAIM_TOKEN_KEPT_S`): its produce is fenced by it (`fence`)."""
         return f"{self.prefix}claimed:{task_id}"
 
     async def claim(

@@ -100,7 +100,8 @@ class MemoryLedger:
         each with when it first went pending."""
         self.claim_tokens: dict[str, _Entry] = {}
         """`claimed:<id>`: the token of the re-drive that claimed the task last
-        (`claim_stale`), for `CLAIM_TOKEN_KEPT_S`; its produce is fenced by it (`fence`)."""
+        (`claim_stale`) or the release that took it (`MemoryDeferrals.release`), for
+        `CLAIM_TOKEN_KEPT_S`; its produce is fenced by it (`fence`)."""
         self.moved_marks: dict[str, _Entry] = {}
         """`moved:<id>`: the moments of a task published on another channel than their
         payload's (`mark_moved`)."""
@@ -754,7 +755,8 @@ class MemoryDeferrals:
             self.ranks[carrier] = merged_rank(rank, self.ranks[carrier])
         return carrier
 
-    async def release(self, now: float, limit: int = 500) -> list[Released]:
+    async def release(self, now: float, limit: int = 500, token: str = "") -> list[Released]:
+        held = (token or new_claim_token()).encode()
         heap = self._heap
         while heap and heap[0][0] <= now:
             score, task_id = heapq.heappop(heap)
@@ -783,6 +785,9 @@ class MemoryDeferrals:
             payload = value[1:]
             self.ledger.set_keep_ttl(task_id, PENDING + payload)
             self.ledger.pending[task_id] = now
+            # As `_RELEASE`: the release's token replaces a re-drive's (`fence`).
+            kept = self.ledger.clock() + CLAIM_TOKEN_KEPT_S
+            self.ledger.claim_tokens[task_id] = _Entry(held, kept)
             out.append(Released(task_id, payload, await self.ledger.group(task_id)))
         return out
 

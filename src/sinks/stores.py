@@ -222,13 +222,14 @@ class Ledger(Protocol):
         ...
 
     async def fence(self, claimed: Collection[str], moved: Collection[str], token: str) -> set[str]:
-        """Those of these entries still this re-drive's to send, right before its produce,
-        each re-scored now in the pending index (no worker claims it for another grace
-        period while the produce runs); one round trip. Still pending, and: `claimed` (by
-        its `claim_stale` with `token`) still holding `token`; `moved` (pending by its own
-        decision, a merged moment moved out of its group under its own id) claimed by no
-        re-drive since. Another worker's re-drive that claimed one since (this one stalled
-        past the grace period) decides it: this one sends it not."""
+        """Those of these entries still this re-drive's (or release's) to send, right
+        before its produce, each re-scored now in the pending index (no worker claims it
+        for another grace period while the produce runs); one round trip. Still pending,
+        and: `claimed` (by its `claim_stale`, or taken by its `Deferrals.release`, with
+        `token`) still holding `token`; `moved` (pending by its own decision, a merged
+        moment moved out of its group under its own id) claimed by no re-drive since.
+        Another worker's re-drive that claimed one since (this one stalled past the grace
+        period) decides it: this one sends it not."""
         ...
 
     async def postpone(self, task_ids: Sequence[str], seconds: float) -> None:
@@ -436,11 +437,15 @@ class Deferrals(Protocol):
         its id, which takes no other content (docs/consuming-tasks.md)."""
         ...
 
-    async def release(self, now: float, limit: int = 500) -> list[Released]:
+    async def release(self, now: float, limit: int = 500, token: str = "") -> list[Released]:
         """Take up to `limit` of the tasks due by `now`, the highest ranked
         (`Parking.rank`, then task id) of all of them, not the first by due time: a
         night's calls all due at the opening take the morning's slots by rank whatever
-        part of the queue they are in. Each task goes to exactly one caller."""
+        part of the queue they are in. Each task goes to exactly one caller. Each task
+        taken (pending again) holds `token` ('' for a new one) as a re-drive's claim
+        does (`Ledger.claim_stale`), written in the same step, replacing the token of a
+        re-drive that parked it: `Ledger.fence` tells the releasing worker, right before
+        its produce, which are still its own (none a re-drive claimed since)."""
         ...
 
     async def wake(self, subscriber_ids: Sequence[str], now: float) -> int:

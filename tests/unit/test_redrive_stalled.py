@@ -29,7 +29,7 @@ from sinks.memory import memory_stores
 from sinks.metrics import Metrics
 from sinks.payloads import task_bytes
 from sinks.policy import DispatchPolicy
-from sinks.stores import DispatchStores
+from sinks.stores import DispatchStores, Parking
 from sinks.withdrawals import WITHDRAWALS_TOPIC
 
 from .fakes import Clock
@@ -160,5 +160,84 @@ async def test_a_redrive_not_stalled_publishes_as_before() -> None:
     await stores.ledger.claim([(TASK, task_bytes(call()))])
     clock.now += GRACE_S + 10
     assert await a.redrive(GRACE_S) == 1
+    assert tasks_of(produced_a) == [(TASK, [])]
+    assert await stores.ledger.state(TASK) == "sent"
+
+
+async def parked_and_due(clock: Clock, stores: DispatchStores) -> None:
+    """The call was parked a minute (its worker decided it), and is due now."""
+    await stores.ledger.claim([(TASK, task_bytes(call()))])
+    parking = Parking(TASK, call().subscriber_id, b"", clock.now + 60, 1800.0)
+    assert await stores.deferral.park_many([parking]) == [True]
+    clock.now += 61
+
+
+async def test_a_stalled_release_does_not_publish_a_task_another_redrive_dropped() -> None:
+    """A's release takes the call (pending again) and reads the facts, then stalls; the
+    customer opts out of calls, and B's re-drive, past the grace period, claims the entry,
+    drops it `opt_out` and withdraws it. A publishes nothing; the task stays dropped.
+    Before, nothing fenced the release: A published the call after its withdrawal."""
+    clock = Clock(PRODUCED.timestamp())
+    stores = memory_stores(clock)
+    a, produced_a = worker(clock, stores)
+    b, produced_b = worker(clock, stores)
+    await parked_and_due(clock, stores)
+
+    async def b_redrives() -> None:
+        clock.now += GRACE_S + 10
+        await opt_out(b, clock.now - 5)
+        assert await b.redrive(GRACE_S) == 1
+
+    stalls(a, "_read_for", b_redrives)
+    assert await a.release_due() == 1
+    assert notices(produced_b) == [(TASK, "opt_out")]
+    assert tasks_of(produced_a) == []
+    assert await stores.ledger.state(TASK) == "dropped"
+
+
+async def test_a_stalled_release_does_not_publish_a_task_another_redrive_sent() -> None:
+    """As above with no opt-out: B's re-drive sends the call; A's release sends it not
+    again (before, the same id went out twice)."""
+    clock = Clock(PRODUCED.timestamp())
+    stores = memory_stores(clock)
+    a, produced_a = worker(clock, stores)
+    b, produced_b = worker(clock, stores)
+    await parked_and_due(clock, stores)
+
+    async def b_redrives() -> None:
+        clock.now += GRACE_S + 10
+        assert await b.redrive(GRACE_S) == 1
+
+    stalls(a, "_read_for", b_redrives)
+    assert await a.release_due() == 1
+    assert tasks_of(produced_b) == [(TASK, [])]
+    assert tasks_of(produced_a) == []
+    assert await stores.ledger.state(TASK) == "sent"
+
+
+async def test_a_release_of_a_task_a_redrive_parked_publishes_it() -> None:
+    """A re-drive parked the call (its token kept a day); its release, nobody racing it,
+    publishes it once: the release fences with its own token, not the re-drive's."""
+    clock = Clock(PRODUCED.timestamp())
+    stores = memory_stores(clock)
+    a, produced_a = worker(clock, stores)
+    await stores.ledger.claim([(TASK, task_bytes(call()))])
+    clock.now += GRACE_S + 10
+    assert [i for i, _ in await stores.ledger.claim_stale(GRACE_S, token="R")] == [TASK]
+    parking = Parking(TASK, call().subscriber_id, b"", clock.now + 60, 1800.0)
+    assert await stores.deferral.park_many([parking]) == [True]
+    clock.now += 61
+    assert await a.release_due() == 1
+    assert tasks_of(produced_a) == [(TASK, [])]
+    assert await stores.ledger.state(TASK) == "sent"
+
+
+async def test_a_release_not_stalled_publishes_as_before() -> None:
+    """The release's fence holds when nobody overtook it: the call goes out once."""
+    clock = Clock(PRODUCED.timestamp())
+    stores = memory_stores(clock)
+    a, produced_a = worker(clock, stores)
+    await parked_and_due(clock, stores)
+    assert await a.release_due() == 1
     assert tasks_of(produced_a) == [(TASK, [])]
     assert await stores.ledger.state(TASK) == "sent"

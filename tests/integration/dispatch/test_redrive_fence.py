@@ -162,3 +162,62 @@ async def test_a_stalled_redrive_does_not_publish_what_another_dropped(
     assert [(n["task_id"], n["reason"]) for n in withdrawn] == [(TASK, "opt_out")]
     assert produced_a.sent == []
     assert await stores.ledger.state(TASK) == "dropped"
+
+
+async def test_a_release_fences_with_its_own_token(stores: DispatchStores) -> None:
+    """A re-drive (token A) parked the task; its release takes it with its own token R,
+    written as it takes it: R's fence holds (A's, a day old, would refuse it), A's
+    refuses. Another re-drive's claim since (R stalled past the grace period) replaces
+    it: R's fence then refuses, B's holds."""
+    ledger = stores.ledger
+    await ledger.claim([(TASK, b"p")])
+    assert [i for i, _ in await ledger.claim_stale(-1.0, token="A")] == [TASK]
+    parking = Parking(TASK, SUB, b"", time.time() - 1, 1800.0)
+    assert await stores.deferral.park_many([parking]) == [True]
+    released = await stores.deferral.release(time.time(), 10, token="R")
+    assert [r.task_id for r in released] == [TASK]
+    assert await ledger.fence([TASK], [], "A") == set()
+    assert await ledger.fence([TASK], [], "R") == {TASK}
+    await ledger.postpone([TASK], -3600.0)  # stale again: R stalled past the grace period
+    assert [i for i, _ in await ledger.claim_stale(-1.0, token="B")] == [TASK]
+    assert await ledger.fence([TASK], [], "R") == set()
+    assert await ledger.fence([TASK], [], "B") == {TASK}
+
+
+async def test_a_stalled_release_does_not_publish_what_a_redrive_dropped(
+    stores: DispatchStores,
+) -> None:
+    """tests/unit/test_redrive_stalled.py's stalled release with the real scripts: A's
+    release takes the parked call and reads the facts, then stalls; the customer opts out
+    of calls, and B's re-drive claims the task, drops it `opt_out` and withdraws it. A
+    publishes nothing. Before, the release was not fenced: A published the call after
+    its withdrawal."""
+    now = dt.datetime.now(dt.UTC)
+    await stores.ledger.claim([(TASK, task_bytes(call(now - dt.timedelta(minutes=5))))])
+    parking = Parking(TASK, SUB, b"", time.time() - 1, 1800.0)
+    assert await stores.deferral.park_many([parking]) == [True]
+    a, produced_a = worker(stores)
+    b, produced_b = worker(stores)
+    kept: Callable[..., Awaitable[Any]] = a._read_for
+
+    async def stalled(*args: Any, **kwargs: Any) -> Any:
+        got = await kept(*args, **kwargs)
+        update = ProfileEvent.model_validate(
+            {
+                "event_id": "p1",
+                "subscriber_id": SUB,
+                "occurred_at": dt.datetime.now(dt.UTC),
+                "opt_out": ["outbound_call"],
+            }
+        )
+        await b.subscribers.record_facts([update])
+        await b.withdrawals.withdraw(profile_changes([update]))
+        assert await b.redrive(-1.0) == 1  # past the grace period
+        return got
+
+    a._read_for = stalled  # type: ignore[method-assign]
+    assert await a.release_due() == 1
+    withdrawn = [orjson.loads(p.payload) for p in produced_b.withdrawn]
+    assert [(n["task_id"], n["reason"]) for n in withdrawn] == [(TASK, "opt_out")]
+    assert produced_a.sent == []
+    assert await stores.ledger.state(TASK) == "dropped"
