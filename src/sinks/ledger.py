@@ -56,13 +56,17 @@ _STATES = {
 # a `moved:<id>` mark an id claimed afresh finds: set at a publish, for the ledger's ttl,
 # it outlives the entry it spoke of (claimed before it; a dropped one lives a day past its
 # task's expiry), and a moment judged again after that entry lapsed (a silence's, every
-# few days of a suspension) had its re-drive send it on the first task's channel.
+# few days of a suspension) had its re-drive send it on the first task's channel. And a
+# re-drive's or release's `claimed:<id>` token (a day from its claim, which may outlive
+# a dropped entry): left, the fence refused the new task once merged and moved out of
+# its group under its own id (`_FENCE` wants none there), re-driven a grace period late.
 # K: task; A: payload, id, judged again ('1' or ''); S: ttl, now, kept past expiry (ms),
-# the counted tail, the unsent, redriven and moved prefixes; SK: pending (sinks.luabatch)
+# the counted tail, the unsent, redriven, moved and claimed prefixes; SK: pending
+# (sinks.luabatch)
 _CLAIM = """
 if redis.call('SET', K[1], 'P' .. A[1], 'NX', 'EX', S[1]) then
   redis.call('ZADD', SK[1], S[2], A[2])
-  redis.call('DEL', S[7] .. A[2])
+  redis.call('DEL', S[7] .. A[2], S[8] .. A[2])
   return 1
 end
 if A[3] ~= '' then
@@ -73,7 +77,7 @@ if A[3] ~= '' then
     if #p > 2 then p = string.sub(p, 1, -2) .. S[4] end
     redis.call('SET', K[1], 'P' .. p, 'EX', S[1])
     redis.call('ZADD', SK[1], S[2], A[2])
-    redis.call('DEL', S[5] .. A[2], S[6] .. A[2], S[7] .. A[2])
+    redis.call('DEL', S[5] .. A[2], S[6] .. A[2], S[7] .. A[2], S[8] .. A[2])
     return 2
   end
 end
@@ -620,6 +624,7 @@ class TaskLedger:
             self.unsent_key(""),
             self.redriven_key(""),
             self.moved_key(""),
+            self.claimed_key(""),
         )
         results = await self._claim.run(calls, shared, (self.pending_key,))
         return [int(ok or 0) for ok in results]

@@ -140,8 +140,10 @@ class MemoryLedger:
             if entry is not None:  # as Redis: the dropped task's marks are not this one's
                 self.unsent_marks.pop(task_id, None)
                 self.redriven_marks.pop(task_id, None)
-            # As Redis: nor a moved mark an id claimed afresh finds (it outlives its entry).
+            # As Redis: nor a moved mark or claim token an id claimed afresh finds (they
+            # outlive their entry).
             self.moved_marks.pop(task_id, None)
+            self.claim_tokens.pop(task_id, None)
             self.entries[task_id] = _Entry(PENDING + stored, now + self.ttl)
             self.pending[task_id] = now
             owned.append(CLAIMED if entry is None else TAKEN_OVER)

@@ -8,6 +8,7 @@ after the other had decided it, the confirm's no-op coming only after the produc
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,7 +21,7 @@ from redis.asyncio import Redis
 from moments.backtest import CollectingProducer
 from moments.models import Channel, Family, Moment, ProfileEvent, ServiceTask
 from sinks.dispatch import TaskSink
-from sinks.ledger import TaskLedger
+from sinks.ledger import CLAIMED, TAKEN_OVER, TaskLedger
 from sinks.memory import memory_stores
 from sinks.metrics import Metrics
 from sinks.payloads import task_bytes
@@ -221,3 +222,63 @@ async def test_a_stalled_release_does_not_publish_what_a_redrive_dropped(
     assert [(n["task_id"], n["reason"]) for n in withdrawn] == [(TASK, "opt_out")]
     assert produced_a.sent == []
     assert await stores.ledger.state(TASK) == "dropped"
+
+
+@pytest.fixture(params=["redis", "memory"])
+async def long_stores(
+    request: pytest.FixtureRequest, redis_db: str
+) -> AsyncIterator[DispatchStores]:
+    """Stores whose ledger keeps entries longer than a dropped one outlives its task
+    (`DROPPED_KEPT_S`): a moment judged again takes a dropped entry over."""
+    if request.param == "memory":
+        yield memory_stores()
+        return
+    client = Redis.from_url(redis_db)
+    try:
+        yield redis_stores(TaskLedger(client, "fence:", 400 * 86400))
+    finally:
+        await client.aclose()
+
+
+async def test_a_task_taken_over_holds_no_earlier_claim_token(
+    long_stores: DispatchStores,
+) -> None:
+    """A re-drive (token A) claimed the task, which was dropped and expired; a moment
+    judged again takes the entry over, merges into a waiting task, and is moved out of
+    its group under its own id (`Leave`): its fence holds, as for any moment moved out
+    that no re-drive claimed since. Before, A's token outlived the takeover (the claim
+    dropped the other marks, not it): the fence refused the moment, re-driven a grace
+    period later."""
+    ledger = long_stores.ledger
+    await ledger.claim([(MOVED, b"p-m")])
+    assert [i for i, _ in await ledger.claim_stale(-1.0, token="A")] == [MOVED]
+    await ledger.drop_many([(MOVED, "expired")], keep_until={MOVED: time.time() - 1})
+    assert await ledger.claim([(MOVED, b"p-m2"), (TASK, b"p-t")], again=[MOVED]) == [
+        TAKEN_OVER,
+        CLAIMED,
+    ]
+    parking = Parking(TASK, SUB, b"", 4_000_000_000.0, 1800.0)
+    assert await long_stores.deferral.park_many([parking]) == [True]
+    assert await long_stores.deferral.join_many([Joining(MOVED, SUB, b"")]) == [TASK]
+    assert await ledger.leave_many([Leave(TASK, MOVED, b"p-m2", to=MOVED)]) == [True]
+    assert await ledger.fence([], [MOVED], "B") == {MOVED}
+
+
+async def test_an_id_claimed_afresh_holds_no_earlier_claim_token(
+    long_stores: DispatchStores,
+) -> None:
+    """As above for an id whose dropped entry lapsed before the token it held (a day from
+    its claim): claimed afresh, merged and moved out under its own id, its fence holds."""
+    ledger = long_stores.ledger
+    await ledger.claim([(MOVED, b"p-m")])
+    assert [i for i, _ in await ledger.claim_stale(-1.0, token="A")] == [MOVED]
+    # Kept a millisecond (its task expired a day ago): lapsed once this sleep is over.
+    await ledger.drop_many([(MOVED, "expired")], keep_until={MOVED: time.time() - 86400})
+    await asyncio.sleep(0.05)
+    assert await ledger.state(MOVED) is None
+    assert await ledger.claim([(MOVED, b"p-m2"), (TASK, b"p-t")]) == [CLAIMED, CLAIMED]
+    parking = Parking(TASK, SUB, b"", 4_000_000_000.0, 1800.0)
+    assert await long_stores.deferral.park_many([parking]) == [True]
+    assert await long_stores.deferral.join_many([Joining(MOVED, SUB, b"")]) == [TASK]
+    assert await ledger.leave_many([Leave(TASK, MOVED, b"p-m2", to=MOVED)]) == [True]
+    assert await ledger.fence([], [MOVED], "B") == {MOVED}
