@@ -391,7 +391,9 @@ class TaskSink:
         to remove in the state before the batch, which then set it again: the rule stayed
         in cooldown for a task never sent, and its next moment made none. Judged by the
         task the batch made again (the same id, the same expiry) and the policy in force:
-        a `min_time_left` reloaded since the re-drive may judge it otherwise."""
+        a `min_time_left` reloaded since the re-drive may judge it otherwise. A merged
+        moment dropped with a carrier that may have gone out with it inside (`_gone` kept
+        its cooldown) bears the mark `1` its leave set (`Leave.went_out`): sealed, kept."""
         task_ids = [t.task_id for t in tasks]
         values = await self._redis(lambda: self.ledger.get_many(task_ids), "reading task ids")
         gone = [t for t, v in zip(tasks, values, strict=True) if state_of(v) == "dropped"]
@@ -1160,7 +1162,14 @@ class TaskSink:
             if m.task_id != carrier and m.task_id in raw:
                 until = m.expires_at.timestamp()
                 w.leaving.append(
-                    Leave(carrier, m.task_id, raw[m.task_id], reason, keep_until=until)
+                    Leave(
+                        carrier,
+                        m.task_id,
+                        raw[m.task_id],
+                        reason,
+                        keep_until=until,
+                        went_out=r.c.carrier_id in w.went_out,
+                    )
                 )
         w.drop(carrier, reason, r.task.expires_at)
 
@@ -1279,8 +1288,17 @@ class TaskSink:
                     own = (t, reason)
                 else:
                     until = t.expires_at.timestamp()
+                    # Its cooldown kept (`_gone`): marked so that its batch read again
+                    # keeps it too (`Leave.went_out`, `_dropped_before`).
                     leaves.append(
-                        Leave(c.carrier_id, t.task_id, raw[t.task_id], reason, keep_until=until)
+                        Leave(
+                            c.carrier_id,
+                            t.task_id,
+                            raw[t.task_id],
+                            reason,
+                            keep_until=until,
+                            went_out=c.carrier_id in w.went_out,
+                        )
                     )
             if own is None:
                 task = merge_tasks(c.carrier_id, kept)

@@ -259,6 +259,13 @@ class CapacityFitting:
             else:
                 until = m.expires_at.timestamp()
                 leaves.append(
-                    Leave(carrier, m.task_id, raw[m.task_id], "capacity", keep_until=until)
+                    Leave(
+                        carrier,
+                        m.task_id,
+                        raw[m.task_id],
+                        "capacity",
+                        keep_until=until,
+                        went_out=r.c.carrier_id in w.went_out,  # its cooldown kept: `gone`
+                    )
                 )
         return leaves

@@ -279,10 +279,12 @@ return 0
 # A merged moment out of its carrier's group. K: task, carrier's group, group it moves
 # to, its `redriven:<id>` mark; A: carrier id, id, payload, 'X' (dropped) / 'P' (carries
 # the others) / 'M' (joins A[5]), reason or new carrier, milliseconds to keep a dropped
-# entry ('' as it is), the pending payload ('' the one it joined with), '1' when it
-# carries moments that may have gone out inside its carrier (`Leave.went_out`: marked
-# re-driven, as a re-drive's claim marks a task, with when it went pending, for its
-# entry's life; '' for none); S: now, ttl; SK: pending
+# entry ('' as it is), the pending payload ('' the one it joined with), '1' when its
+# carrier may have gone out with it inside (`Leave.went_out`; '' for none): carrying the
+# others, marked re-driven, as a re-drive's claim marks a task, with when it went pending,
+# for its entry's life; dropped, marked '1' (sealed, `sealed_alone`) for its entry's life,
+# so that a batch read again keeps its cooldown as the drop did (`_dropped_before`);
+# S: now, ttl; SK: pending
 _LEAVE = """
 if redis.call('GET', K[1]) ~= 'M' .. A[1] then return 0 end
 redis.call('LREM', K[2], 0, A[3])
@@ -291,6 +293,14 @@ if A[4] == 'X' then
   if A[6] ~= '' then
     local ttl = redis.call('PTTL', K[1])
     if ttl < 0 or ttl > tonumber(A[6]) then redis.call('PEXPIRE', K[1], A[6]) end
+  end
+  if A[8] ~= '' then
+    local left = redis.call('PTTL', K[1])
+    if left > 0 then
+      redis.call('SET', K[4], '1', 'PX', left)
+    else
+      redis.call('SET', K[4], '1', 'EX', S[2])
+    end
   end
 elseif A[4] == 'P' then
   local carries = A[3]
@@ -465,7 +475,9 @@ def new_claim_token() -> str:
 
 def first_pending_of(mark: bytes) -> float | None:
     """When a re-driven task first went pending, as its `redriven:<id>` mark holds it
-    (`_CLAIM_STALE`); None for a mark an older build wrote ('1'), which does not say."""
+    (`_CLAIM_STALE`); None for a mark an older build wrote ('1'), which does not say, and
+    for the `1` a merged moment dropped with a carrier that may have gone out bears
+    (`_LEAVE`, `Leave.went_out`): both judged sealed (`sealed_alone`)."""
     try:
         at = float(mark)
     except ValueError:

@@ -245,6 +245,8 @@ class MemoryLedger:
                 entry.value = DROPPED + i.dropped.encode()
                 if i.keep_until is not None:
                     entry.expires_at = min(entry.expires_at, i.keep_until + DROPPED_KEPT_S)
+                if i.went_out:  # as `_LEAVE`: its cooldown kept when read again
+                    self.redriven_marks[i.task_id] = _Entry(b"1", entry.expires_at)
             elif to == i.task_id:
                 entry.value = PENDING + (i.carries or i.payload)
                 self.pending[i.task_id] = self.clock()

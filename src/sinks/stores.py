@@ -123,10 +123,15 @@ class Leave:
     group's deferral written in, so that a crash before the part is parked or sent
     leaves the re-drive what the group waited for, not what gating wrote when it joined."""
     went_out: bool = False
-    """Moved to its own id out of a task that may have gone out with it inside (re-driven,
-    or parked by a re-drive, and withdrawn: `TaskSink._kept`): its entry is marked
-    `redriven:<id>` as it goes pending, as a re-drive's claim marks one, so that its
-    drop, in this decision or a later one, keeps its moments' cooldowns."""
+    """Out of a task that may have gone out with it inside (re-driven, or parked by a
+    re-drive: `Writes.went_out`). Moved to its own id (the task withdrawn:
+    `TaskSink._kept`): its entry is marked `redriven:<id>` as it goes pending, as a
+    re-drive's claim marks one, so that its drop, in this decision or a later one, keeps
+    its moments' cooldowns. Dropped (its cooldown kept: `TaskSink._gone`): its entry is
+    marked `redriven:<id>` `1` for its life (when it went pending not said: sealed,
+    `sealed_alone`), so that its batch read again keeps the cooldown too
+    (`TaskSink._dropped_before`); unmarked, that gave it back, and its rule fired again
+    inside the cooldown for a moment that may have reached the customer."""
 
 
 @dataclass(frozen=True)

@@ -198,6 +198,33 @@ async def test_a_carrier_dropped_takes_the_moments_that_went_out_in_it(declined:
         assert registry.get_sample_value("moments_tasks_suppressed_total", labels) == 1
 
 
+@pytest.mark.parametrize("declined", ["before the re-drive", "while it waited"])
+async def test_a_moment_dropped_with_its_carrier_keeps_its_cooldown_when_read_again(
+    declined: str,
+) -> None:
+    """As above, and the SMS moment's batch was not written either (its worker died after
+    the merge): read again, the engine makes the SMS task again and finds it dropped. Its
+    cooldown stays taken, as the drop kept it: the moment may have gone out inside the
+    call. Before: its entry `X` bore no `redriven:<id>` mark (only the carrier's did), so
+    `_dropped_before` gave its cooldown back, and its rule could fire again inside the
+    cooldown, a second contact."""
+    if declined == "before the re-drive":
+        clock, stores, sink, producer = await merged_then_dead(sms_lasts=72)
+        await stores.declines.suppress(SUB, "a", 86400)
+        clock.now += GRACE_S + 10
+        assert await sink.redrive(GRACE_S) == 1
+    else:
+        clock, stores, sink, producer = await redriven_and_parked(sms_lasts=72)
+        await stores.declines.suppress(SUB, "a", 30 * 86400)
+        clock.now = OPENS.timestamp()
+        await sink.release_due()
+    assert [await stores.ledger.state(i) for i in (CALL, SMS)] == ["dropped", "dropped"]
+    made = START + dt.timedelta(minutes=5)
+    sink.add(moment(SMS, Channel.SMS, "b", made, 72))  # the SMS moment's batch read again
+    assert await sink.flush() == set()
+    assert published(producer) == [(CALL, [SMS])]
+
+
 CALL_LAPSES = 0.65
 """Hours the call lasts in the tests below: it expires at 11:39, and is sent no later
 than 11:34 (`min_time_left`, 5 minutes)."""

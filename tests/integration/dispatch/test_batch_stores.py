@@ -438,6 +438,28 @@ class TestLeave:
         assert went is not None
         assert before <= went <= time.time()
 
+    async def test_dropped_out_of_what_may_have_gone_out_is_marked_sealed(
+        self, stores: DispatchStores
+    ) -> None:
+        """`went_out` on a drop: the moment's `X` entry is marked `redriven:<id>` `1` (when
+        it went pending not said: sealed), so that its batch read again keeps the cooldown
+        its drop kept (`TaskSink._dropped_before`). One dropped without it is not marked.
+        Before: no dropped moment was marked."""
+        ledger, deferral = stores.ledger, stores.deferral
+        await ledger.claim([(t, t.upper().encode()) for t in "abc"])
+        assert await deferral.park("a", "s1", b"", time.time() + 600, 600)
+        assert await deferral.join_many([Joining(t, "s1", b"") for t in "bc"]) == ["a"] * 2
+        until = time.time() + 3600
+        leaves = [
+            Leave("a", "b", b"B", dropped="declined", keep_until=until, went_out=True),
+            Leave("a", "c", b"C", dropped="declined", keep_until=until),
+        ]
+        assert await ledger.leave_many(leaves) == [True, True]
+        assert [await ledger.get(t) for t in "bc"] == [b"Xdeclined", b"Xdeclined"]
+        assert await ledger.redriven(["a", "b", "c"]) == {"b"}
+        assert await ledger.first_pending(["b", "c"]) == {"b": None}
+        assert await ledger.pending_count() == 0  # neither dropped one is re-driven
+
 
 class TestSlotsAndContacts:
     """Capacity is taken in the items' order (the earlier task gets the last slot); the

@@ -589,6 +589,46 @@ class TestRedrivenTwice:
         assert [await w.ledger.state(i) for i in (call, sms)] == ["dropped", "sent"]
 
 
+class TestMergedMomentDroppedWithItsCarrier:
+    async def test_its_batch_read_again_keeps_its_cooldown(self, make_worker: MakeWorker) -> None:
+        """An SMS moment joined a waiting call; the call went out with it inside and its
+        worker died before the confirm. The call's rule is declined before the re-drive:
+        the call is dropped, the SMS moment with it, both cooldowns kept (it may have gone
+        out inside the call). The SMS moment's batch was not written either: read again, it
+        finds its task dropped and keeps the cooldown too. Before: its entry bore no
+        `redriven:<id>` mark (the call's did), and `_dropped_before` gave its cooldown
+        back: its rule could fire again inside the cooldown, a second contact."""
+        w = make_worker()  # calls held for the merge window
+        call, sms = "c8" * 16, "d8" * 16
+        await w.send(task(call, sub=SUB, channel=Channel.OUTBOUND_CALL))
+        sms_task = task(sms, sub=SUB, moment_type="low_balance")
+        await w.send(sms_task)
+        assert await w.ledger.state(sms) == "merged"
+
+        dying = make_worker()
+        dying.sink.ledger = crashing(dying.sink.stores, "ledger", "confirm").ledger
+        dying.sink.clock = lambda: time.time() + 3600  # past the merge window
+        with pytest.raises(CrashError):
+            await dying.sink.release_due()
+        assert [await w.ledger.state(i) for i in (call, sms)] == ["pending", "merged"]
+
+        await w.sink.declines.suppress(SUB, RULE, 86400)
+        fresh = make_worker()
+        returns = CollectedCooldownReturns(lambda: {RULE, "low_balance"})
+        fresh.sink.returns = returns
+        fresh.sink.clock = lambda: time.time() + 3600
+        # pending since the release, an hour ahead of the stores' clock
+        assert await fresh.sink.redrive(older_than=-3600.0 - 60) == 1
+        assert [await w.ledger.state(i) for i in (call, sms)] == ["dropped", "dropped"]
+        assert returns.pending == []
+        w.sink.add(sms_task)  # the SMS moment's batch read again
+        assert await w.sink.flush() == set()
+        assert [
+            (t["task_id"], [r["task_id"] for r in t["related"]])
+            for t in await published(w.settings, 1)
+        ] == [(call, [sms])]
+
+
 class TestPolicyReloadedBeforeTheRedrive:
     async def test_a_fallback_for_a_full_pool_goes_again_as_the_fallback_under_a_raised_limit(
         self, make_worker: MakeWorker
