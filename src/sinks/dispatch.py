@@ -1320,6 +1320,8 @@ class TaskSink:
                         to=lead.task_id,
                         carries=task_bytes(t) if t.task_id == lead.task_id else b"",
                         went_out=t.task_id == lead.task_id and c.carrier_id in w.went_out,
+                        # judged sendable now, by its last send (`_keep`): marked so
+                        went_at=now,
                     )
                     for t in kept
                 ]

@@ -284,7 +284,8 @@ return 0
 # others, marked re-driven, as a re-drive's claim marks a task, with when it went pending,
 # for its entry's life; dropped, marked '1' (sealed, `sealed_alone`) for its entry's life,
 # so that a batch read again keeps its cooldown as the drop did (`_dropped_before`);
-# S: now, ttl; SK: pending
+# when its decision judged it (`Leave.went_at`, the mark's time carrying the others; ''
+# the leave's, S[1]); S: now, ttl; SK: pending
 _LEAVE = """
 if redis.call('GET', K[1]) ~= 'M' .. A[1] then return 0 end
 redis.call('LREM', K[2], 0, A[3])
@@ -310,7 +311,9 @@ elseif A[4] == 'P' then
   if A[8] ~= '' then
     local left = redis.call('PTTL', K[1])
     local before = redis.call('GET', K[4])
-    if left > 0 then redis.call('SET', K[4], before or S[1], 'PX', left) end
+    local at = A[9]
+    if at == '' then at = S[1] end
+    if left > 0 then redis.call('SET', K[4], before or at, 'PX', left) end
   end
 else
   redis.call('SET', K[1], 'M' .. A[5], 'XX', 'KEEPTTL')
@@ -546,7 +549,7 @@ class TaskLedger:
         self._fence = BatchScript(redis, _FENCE, keys=2, args=2)
         self._settle = BatchScript(redis, _SETTLE, keys=10, args=11)
         self._first_unknown = redis.register_script(_FIRST_OUTCOME_UNKNOWN)
-        self._leave = BatchScript(redis, _LEAVE, keys=4, args=8)
+        self._leave = BatchScript(redis, _LEAVE, keys=4, args=9)
         self._withdrawn = BatchScript(redis, _WITHDRAWN, keys=2, args=1)
         self._owed = redis.register_script(_OWED)
         self._owe = redis.register_script(_OWE_RETURNS)
@@ -734,7 +737,8 @@ class TaskLedger:
                 self.redriven_key(i.task_id),
             )
             marked = "1" if i.went_out else ""
-            args = (i.carrier_id, i.task_id, i.payload, mode, value, kept, i.carries, marked)
+            at = "" if i.went_at is None else repr(i.went_at)
+            args = (i.carrier_id, i.task_id, i.payload, mode, value, kept, i.carries, marked, at)
             calls.append((keys, args))
         done = await self._leave.run(calls, (now, self.ttl), (self.pending_key,))
         return [bool(ok) for ok in done]

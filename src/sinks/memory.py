@@ -252,7 +252,8 @@ class MemoryLedger:
                 self.pending[i.task_id] = self.clock()
                 if i.went_out:  # as `_LEAVE`: marked re-driven, with when it went pending
                     mark = self._live(self.redriven_marks, i.task_id)
-                    first = mark.value if mark is not None else repr(self.clock()).encode()
+                    at = self.clock() if i.went_at is None else i.went_at
+                    first = mark.value if mark is not None else repr(at).encode()
                     self.redriven_marks[i.task_id] = _Entry(first, entry.expires_at)
             else:
                 entry.value = MERGED + to.encode()

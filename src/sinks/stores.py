@@ -132,6 +132,13 @@ class Leave:
     `sealed_alone`), so that its batch read again keeps the cooldown too
     (`TaskSink._dropped_before`); unmarked, that gave it back, and its rule fired again
     inside the cooldown for a moment that may have reached the customer."""
+    went_at: float | None = None
+    """Moved to its own id, `went_out`: when its decision judged it (epoch seconds), the
+    time its mark holds (an earlier mark's kept), judged against its last send
+    (`sealed_alone`); None: the leave's. Its decision judged it sendable then and may
+    publish it: marked at the leave's time instead, a moment at its last send, the leave
+    a moment later (Redis retried), was judged by its next re-drive as never gone out,
+    and its drop gave back a cooldown the copy published may have spent."""
 
 
 @dataclass(frozen=True)

@@ -16,19 +16,20 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
 import pytest
 
 from moments.backtest import CollectingProducer
-from moments.models import Channel, Family, Moment, ServiceTask
+from moments.models import Channel, Family, Moment, ProfileEvent, ServiceTask
+from sinks.cooldowns import CollectedCooldownReturns
 from sinks.dispatch import TaskSink
 from sinks.memory import memory_stores
 from sinks.metrics import Metrics
 from sinks.policy import DispatchPolicy
-from sinks.stores import DispatchStores
+from sinks.stores import DispatchStores, Leave
 
 from .fakes import Clock
 
@@ -223,6 +224,47 @@ async def test_a_moment_dropped_with_its_carrier_keeps_its_cooldown_when_read_ag
     sink.add(moment(SMS, Channel.SMS, "b", made, 72))  # the SMS moment's batch read again
     assert await sink.flush() == set()
     assert published(producer) == [(CALL, [SMS])]
+
+
+async def test_a_moment_going_on_at_its_last_send_is_marked_as_its_decision_judged_it() -> None:
+    """The call is withdrawn at its re-drive (the customer opted out of calls): the SMS
+    moment goes on under its own id, judged sendable at its last send, and is published;
+    its leave ran a second after that judgement (Redis retried) and the worker died
+    before the confirm. The next re-drive finds it past its last send: it may have gone
+    out, and is dropped keeping its cooldown. Before: its `redriven:<id>` mark held the
+    leave's time, after its last send: judged never gone out, it was dropped `expired`
+    with its cooldown returned, for a moment that went out."""
+    clock, stores, sink, producer = await merged_then_dead(sms_lasts=1)
+    opt_out = ProfileEvent.model_validate(
+        {
+            "event_id": "p1",
+            "subscriber_id": SUB,
+            "occurred_at": dt.datetime.fromtimestamp(clock.now, dt.UTC),
+            "opt_out": ["outbound_call"],
+        }
+    )
+    await sink.subscribers.record_facts([opt_out])
+    made = START + dt.timedelta(minutes=5)
+    clock.now = sink.policy.last_send(moment(SMS, Channel.SMS, "b", made, 1))
+    leave_many = stores.ledger.leave_many
+
+    async def late(items: Sequence[Leave]) -> list[bool]:
+        clock.now += 1  # the leave a second after the decision's judgement
+        return await leave_many(items)
+
+    stores.ledger.leave_many = late  # type: ignore[method-assign]
+    with crashing(stores.ledger, "confirm"):
+        await sink.redrive(GRACE_S)
+    stores.ledger.leave_many = leave_many  # type: ignore[method-assign]
+    assert published(producer) == [(CALL, [SMS]), (SMS, [])]
+    assert [await stores.ledger.state(i) for i in (CALL, SMS)] == ["dropped", "pending"]
+    returns = CollectedCooldownReturns(lambda: {"a", "b"})
+    sink.returns = returns
+    clock.now += GRACE_S + 10
+    assert await sink.redrive(GRACE_S) == 1
+    assert await stores.ledger.state(SMS) == "dropped"
+    assert returns.pending == []
+    assert published(producer) == [(CALL, [SMS]), (SMS, [])]
 
 
 CALL_LAPSES = 0.65

@@ -438,6 +438,21 @@ class TestLeave:
         assert went is not None
         assert before <= went <= time.time()
 
+    async def test_carrying_what_may_have_gone_out_is_marked_when_its_decision_judged_it(
+        self, stores: DispatchStores
+    ) -> None:
+        """`went_at`: the mark holds when the decision judged the moment sendable, not the
+        leave's time, which may come after its last send (Redis retried). Before: the
+        leave's time."""
+        ledger, deferral = stores.ledger, stores.deferral
+        await ledger.claim([(t, t.upper().encode()) for t in "ab"])
+        assert await deferral.park("a", "s1", b"", time.time() + 600, 600)
+        assert await deferral.join_many([Joining("b", "s1", b"")]) == ["a"]
+        judged = time.time() - 5.25
+        leave = Leave("a", "b", b"B", to="b", went_out=True, went_at=judged)
+        assert await ledger.leave_many([leave]) == [True]
+        assert await ledger.first_pending(["b"]) == {"b": judged}
+
     async def test_dropped_out_of_what_may_have_gone_out_is_marked_sealed(
         self, stores: DispatchStores
     ) -> None:
