@@ -385,9 +385,13 @@ def report_warnings(result: BacktestResult, rules: RuleSet) -> list[str]:
                 else f"The warm-up before --from is {warm / 86400:.1f} days, shorter than "
                 f"{what} ({days})"
             )
+            # Both ways: it said only "count first-time moments and free contacts a
+            # longer history would have used up", and with a long cooldown the report's
+            # first days held fewer tasks, the warm-up's moments holding theirs back.
             out.append(
-                f"{said}: the first days of the report count "
-                "first-time moments and free contacts a longer history would have used up. "
+                f"{said}: the first days of the report are off either way, counting "
+                "first-time moments and free contacts a longer history would have used up, "
+                "or missing moments that cooldowns the warm-up began all at once hold back. "
                 f"Start --from at least {settle / 86400:.0f} days after the first event "
                 "(simulate a longer history if need be)."
             )

@@ -995,6 +995,11 @@ def test_a_warm_up_shorter_than_the_caps_and_cooldowns_is_named(
     said = " ".join(capsys.readouterr().err.split())
     assert "The warm-up before --from is 0.6 days, shorter than" in said
     assert "cooldown (14 days)" in said
+    # Both effects: more tasks (first-time moments, free contacts) and fewer (the
+    # warm-up's moments all starting their cooldowns at once); it named the first only.
+    assert "first-time moments and free contacts" in said
+    assert "cooldowns the warm-up began all at once hold back" in said
+    assert "Start --from at least 14 days after the first event" in said
     report = orjson.loads((out / "report.json").read_bytes())
     assert report["run"]["--to"] is None
     assert report["run"]["rules"] == "the default catalog"
