@@ -34,7 +34,7 @@ from moments.cliparts import (
 )
 from moments.deadletter_cli import add_deadletter_command
 from moments.events_cli import add_events_command
-from moments.exceptions import ConfigError, MomentsError
+from moments.exceptions import ConfigError, InputRefusedError, MomentsError
 from moments.logmask import install_pii_masking
 from moments.logthrottle import install_log_throttle
 from moments.rules_cli import add_rules_command
@@ -139,7 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except ConfigError as exc:
         _refused(f"moments: {exc}")
-        return 2
+        # A file read and found wanting (a dispatch policy) is 1, as rules refused; a
+        # worker refused its policy exited 2 and its rules 1 (README, exit codes).
+        return 1 if isinstance(exc, InputRefusedError) else 2
     except MomentsError as exc:
         # Not `except RulesError`: that import is the whole rule language (~0.2 s), paid
         # by every command; a RulesError raised has imported it already.
@@ -213,11 +215,11 @@ def _add_worker_command(sub: Subparsers) -> None:
 
 exit codes:
   0   stopped by SIGTERM (the log warns if the broker did not take the last commit)
-  1   the rules refused at start (each problem as file:line:column), or an error
-      waiting cannot fix; the log's last lines name it (docs/operations.md, "The
-      worker stops: not an outage")
-  2   a setting or the dispatch policy refused, or topics it cannot run with; the
-      last line names the variable or topic and the fix
+  1   the rules or the dispatch policy refused at start, read and found wanting
+      (each problem as file:line:column), or an error waiting cannot fix; the log's
+      last lines name it (docs/operations.md, "The worker stops: not an outage")
+  2   a setting refused, a rules or policy path that is not there, or topics it
+      cannot run with; the last line names the variable, path or topic and the fix
   {STOP_OVERDUE_EXIT}  still running MOMENTS_STOP_GRACE_SECONDS after SIGTERM, its event loop stuck;
       the log says where (docs/operations.md, MomentsWorkerStalled)"""
 

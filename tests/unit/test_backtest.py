@@ -764,6 +764,27 @@ def test_a_policy_path_that_is_not_there_is_named_as_missing(
     assert "UTF-8" not in said
 
 
+def test_a_policy_found_wanting_exits_1_as_rules_refused_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's exit codes: 1 for a file read and found wanting, 2 for a path given
+    wrong. A policy with its problems exited 2, rules with theirs 1; now both 1, in the
+    backtest and in `rules explain --policy` as in the worker."""
+    history = write_history(tmp_path / "h.jsonl")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("capacity:\n  bogus: 1\n")
+    args = ["--events", str(history), "--policy", str(policy)]
+    assert main(["backtest", *args, "--out", str(tmp_path / "out")]) == 1
+    assert "invalid dispatch policy" in capsys.readouterr().err
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("overflow:\n  no_such_rule: drop\n")  # names no rule: wanting too
+    args = ["--events", str(history), "--policy", str(unknown)]
+    assert main(["backtest", *args, "--out", str(tmp_path / "out")]) == 1
+    assert "no_such_rule" in capsys.readouterr().err
+    assert main(["rules", "explain", "--policy", str(policy), "low_balance"]) == 1
+    assert "invalid dispatch policy" in capsys.readouterr().err
+
+
 def test_a_waiting_task_is_released_before_later_facts_are_known(tmp_path: Path) -> None:
     """A big top-up at 07:00 waits for the end of quiet hours (08:00); the customer tops
     up again at 08:00:30. The stream released the task at 08:00, before that top-up,

@@ -60,11 +60,24 @@ def test_a_start_refused_exits_with_the_code_the_help_gives(
     rules.write_text("rules:\n  - id: x\n    bogus: 1\n")
     policy = tmp_path / "policy.yaml"
     policy.write_text("bogus: 1\n")
+    missing = str(tmp_path / "nowhere.yaml")
     refused = {
         "the rules": start({"MOMENTS_RULES": str(rules)}, tmp_path),
         "a setting": start({"MOMENTS_STORE": "bogus"}, tmp_path),
         "the dispatch policy": start({"MOMENTS_DISPATCH_POLICY": str(policy)}, tmp_path),
+        "a rules or policy path": start({"MOMENTS_RULES": missing}, tmp_path),
+        "policy path": start({"MOMENTS_DISPATCH_POLICY": missing}, tmp_path),
     }
     for what, run in refused.items():
         assert run.returncode in said, (what, run.returncode, run.stderr[-2000:])
         assert what in said[run.returncode], (what, run.returncode, said[run.returncode])
+    # The README's rule: a file read and found wanting is 1, a path or setting given
+    # wrong 2. A policy refused exited 2 where rules refused exited 1.
+    codes = {what: run.returncode for what, run in refused.items()}
+    assert codes == {
+        "the rules": 1,
+        "the dispatch policy": 1,
+        "a setting": 2,
+        "a rules or policy path": 2,
+        "policy path": 2,
+    }
