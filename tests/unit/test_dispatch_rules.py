@@ -236,7 +236,8 @@ class TestPolicyFile:
         monkeypatch.setenv("MOMENTS_DISPATCH_POLICY", str(path))
         monkeypatch.setenv("MOMENTS_KAFKA_BOOTSTRAP", f"127.0.0.1:{free_port()}")  # nobody
         monkeypatch.setenv("MOMENTS_METRICS_PORT", "0")
-        assert main(["worker"]) == 2
+        # 1, as rules refused: a file read and found wanting (README, exit codes)
+        assert main(["worker"]) == 1
         err = capsys.readouterr().err
         assert f"{path}:1:17: merge.window" in err
         assert "Traceback" not in err
