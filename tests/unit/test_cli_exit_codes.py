@@ -75,3 +75,30 @@ def test_a_rules_path_that_is_not_there_is_not_called_refused_rules(
     assert "moments: cannot read the rules path given (the rules were not checked):" in err
     assert f"{missing}:1:1: cannot read: no such rules file or folder" in err
     assert "give a rules .yaml file or a folder of them" in err
+
+
+POLICY_COMMANDS = {
+    "backtest --policy": ["backtest", "--events", "{events}", "--policy", "{policy}"],
+    "rules explain --policy": ["rules", "explain", "--policy", "{policy}", "low_balance"],
+    "state seed --policy": ["state", "seed", "--events", "{events}", "--policy", "{policy}"],
+}
+
+
+@pytest.mark.parametrize("argv", POLICY_COMMANDS.values(), ids=POLICY_COMMANDS.keys())
+def test_a_policy_found_wanting_exits_1_and_one_not_there_2(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dispatch policy read and found wanting is an input to fix, 1, as rules refused
+    are; it exited 2, the code of a path given wrong, which a policy not there keeps."""
+    events = tmp_path / "events.jsonl"
+    events.write_text("")
+    broken = tmp_path / "policy.yaml"
+    broken.write_text("merge: {window: soon}\n")
+    extra = ["--dry-run"] * (argv[0] == "state") + ["--out", str(tmp_path / "out")] * (
+        argv[0] == "backtest"
+    )
+    for policy, code in ((broken, 1), (tmp_path / "nope.yaml", 2)):
+        paths = {"events": events, "policy": policy}
+        assert main([a.format(**paths) for a in argv] + extra) == code, policy
+        err = capsys.readouterr().err
+        assert str(policy) in err
