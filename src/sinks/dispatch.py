@@ -164,6 +164,13 @@ def sealed_alone(task: ServiceTask, went: float | None, policy: DispatchPolicy) 
     return went is None or went <= policy.last_send(task)
 
 
+def went_as(c: Candidate, moved: Mapping[str, Mapping[str, str]]) -> ServiceTask:
+    """The task `c` carries as it went out: its merged moments in it (`merge_tasks`), each
+    on the channel its decision moved it to (`as_it_went`, the carrier's `moved:<id>`
+    marks in `moved`)."""
+    return merge_tasks(c.carrier_id, [as_it_went(t, moved.get(c.carrier_id, {})) for t in c.tasks])
+
+
 class TaskSink:
     """`stores`: Redis on the stream (`redis_stores`), memory in a backtest
     (`memory_stores`); `clock`: the time decisions are made at (wall clock on the stream,
@@ -547,15 +554,8 @@ class TaskSink:
         )
         if not answered:
             return list(candidates)
-        # As it went out: its moments on the channels its decision moved them to (the body
-        # and index a later opt-out withdraws it by, the confirm's own look).
-        ids = [c.carrier_id for c in candidates if c.carrier_id in answered]
-        moved = await self._redis(lambda: self.ledger.moved(ids), "reading moved channels")
-        sent = [
-            merge_tasks(c.carrier_id, [as_it_went(t, moved.get(c.carrier_id, {})) for t in c.tasks])
-            for c in candidates
-            if c.carrier_id in answered
-        ]
+        # As it went out: the body and index a later opt-out withdraws it by.
+        sent = await self._as_they_went([c for c in candidates if c.carrier_id in answered])
         log.warning(
             "%d re-driven or released task(s) already answered by their consumer (their "
             "worker died after publishing them): confirmed as sent, not published again "
@@ -565,6 +565,13 @@ class TaskSink:
         )
         await self._send(sent, produce=False, sent_at=since)
         return [c for c in candidates if c.carrier_id not in answered]
+
+    async def _as_they_went(self, candidates: Sequence[Candidate]) -> list[ServiceTask]:
+        """Each of `candidates` as it went out (`went_as`), their `moved:<id>` marks read
+        in one call."""
+        ids = [c.carrier_id for c in candidates]
+        moved = await self._redis(lambda: self.ledger.moved(ids), "reading moved channels")
+        return [went_as(c, moved) for c in candidates]
 
     async def _resume_void(
         self, candidates: list[Candidate], since: Mapping[str, float]
@@ -584,15 +591,9 @@ class TaskSink:
         )
         if not void:
             return candidates
-        ids = [c.carrier_id for c in candidates if c.carrier_id in void]
-        # As it went out: its moments on the channels its decision moved them to (its
-        # notice names the channel opted out of, its body and index the one it went on).
-        moved = await self._redis(lambda: self.ledger.moved(ids), "reading moved channels")
-        tasks = [
-            merge_tasks(c.carrier_id, [as_it_went(t, moved.get(c.carrier_id, {})) for t in c.tasks])
-            for c in candidates
-            if c.carrier_id in void
-        ]
+        # As it went out: its notice names the channel opted out of, its body and index
+        # the one it went on.
+        tasks = await self._as_they_went([c for c in candidates if c.carrier_id in void])
         log.warning(
             "%d re-driven task(s) found void as they were confirmed: withdrawn and "
             "confirmed, not decided again (first: %r)",
@@ -1129,10 +1130,7 @@ class TaskSink:
         # carrier's own moment named another.
         void = [
             (
-                merge_tasks(
-                    c.carrier_id,
-                    [as_it_went(t, moved_on.get(c.carrier_id, {})) for t in c.tasks],
-                ),
+                went_as(c, moved_on),
                 reason,
             )
             for c in wave
