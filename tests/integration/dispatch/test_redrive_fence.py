@@ -129,17 +129,10 @@ def worker(stores: DispatchStores) -> tuple[TaskSink, CollectingProducer]:
     return sink, producer
 
 
-async def test_a_stalled_redrive_does_not_publish_what_another_dropped(
-    stores: DispatchStores,
-) -> None:
-    """tests/unit/test_redrive_stalled.py's first scenario with the real scripts: A's
-    re-drive reads the facts, then stalls; the customer opts out of calls, and B's
-    re-drive claims the task again, drops it `opt_out` and withdraws it. A publishes
-    nothing."""
-    now = dt.datetime.now(dt.UTC)
-    await stores.ledger.claim([(TASK, task_bytes(call(now - dt.timedelta(minutes=5))))])
-    a, produced_a = worker(stores)
-    b, produced_b = worker(stores)
+def stall_while_b_drops_it(a: TaskSink, b: TaskSink) -> None:
+    """Have `a` stall once it read the facts: meanwhile the customer opts out of calls and
+    `b`'s re-drive, past the grace period, claims the task, drops it `opt_out` and
+    withdraws it."""
     kept: Callable[..., Awaitable[Any]] = a._read_for
 
     async def stalled(*args: Any, **kwargs: Any) -> Any:
@@ -158,6 +151,20 @@ async def test_a_stalled_redrive_does_not_publish_what_another_dropped(
         return got
 
     a._read_for = stalled  # type: ignore[method-assign]
+
+
+async def test_a_stalled_redrive_does_not_publish_what_another_dropped(
+    stores: DispatchStores,
+) -> None:
+    """tests/unit/test_redrive_stalled.py's first scenario with the real scripts: A's
+    re-drive reads the facts, then stalls; the customer opts out of calls, and B's
+    re-drive claims the task again, drops it `opt_out` and withdraws it. A publishes
+    nothing."""
+    now = dt.datetime.now(dt.UTC)
+    await stores.ledger.claim([(TASK, task_bytes(call(now - dt.timedelta(minutes=5))))])
+    a, produced_a = worker(stores)
+    b, produced_b = worker(stores)
+    stall_while_b_drops_it(a, b)
     assert await a.redrive(-1.0) == 1
     withdrawn = [orjson.loads(p.payload) for p in produced_b.withdrawn]
     assert [(n["task_id"], n["reason"]) for n in withdrawn] == [(TASK, "opt_out")]
@@ -199,24 +206,7 @@ async def test_a_stalled_release_does_not_publish_what_a_redrive_dropped(
     assert await stores.deferral.park_many([parking]) == [True]
     a, produced_a = worker(stores)
     b, produced_b = worker(stores)
-    kept: Callable[..., Awaitable[Any]] = a._read_for
-
-    async def stalled(*args: Any, **kwargs: Any) -> Any:
-        got = await kept(*args, **kwargs)
-        update = ProfileEvent.model_validate(
-            {
-                "event_id": "p1",
-                "subscriber_id": SUB,
-                "occurred_at": dt.datetime.now(dt.UTC),
-                "opt_out": ["outbound_call"],
-            }
-        )
-        await b.subscribers.record_facts([update])
-        await b.withdrawals.withdraw(profile_changes([update]))
-        assert await b.redrive(-1.0) == 1  # past the grace period
-        return got
-
-    a._read_for = stalled  # type: ignore[method-assign]
+    stall_while_b_drops_it(a, b)
     assert await a.release_due() == 1
     withdrawn = [orjson.loads(p.payload) for p in produced_b.withdrawn]
     assert [(n["task_id"], n["reason"]) for n in withdrawn] == [(TASK, "opt_out")]
