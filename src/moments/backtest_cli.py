@@ -177,16 +177,16 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         unused_regions,
     )
     from moments.models import EventType
-    from moments.policyread import check_policy_rules, read_policy
     from moments.records import OUT_OF_TIME
     from moments.rulecheck import EventFileError, NotAFileError
     from rules.catalog import load_rules
+    from sinks.policy import check_rule_ids, load_policy
 
     console = stderr_console()
     policy_path = args.policy
     if policy_path is None:
         policy_path = command_settings().dispatch_policy
-    policy = read_policy(policy_path)
+    policy = load_policy(policy_path)
     start = parse_when(args.start, policy.zone, "--from")
     end = parse_when(args.end, policy.zone, "--to")
     live_from = parse_when(args.live_from, policy.zone, "--live-from", ago=False)
@@ -201,9 +201,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     # One policy serves both runs: a key may name a rule of either catalog (the one the
     # candidate removes, in the production policy), and is said when only the baseline's.
     both = [*rules.rules, *(baseline.rules if baseline is not None else ())]
-    check_policy_rules(
-        policy_path, policy, (r.id for r in both), (r.task.moment_type for r in both)
-    )
+    check_rule_ids(policy_path, policy, (r.id for r in both), (r.task.moment_type for r in both))
     policy_said = baseline_only_keys(policy_path, policy, rules) if baseline is not None else []
     if args.shadow_as_live:
         rules = rules.with_shadows_live()

@@ -189,7 +189,7 @@ def _cmd_rules_explain(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"moments: {exc}", file=sys.stderr)
         return 2
-    from moments.policyread import check_policy_rules, read_policy
+    from sinks.policy import check_rule_ids, load_policy
 
     settings = command_settings()
     path = given if given is not None else settings.rules
@@ -197,8 +197,8 @@ def _cmd_rules_explain(args: argparse.Namespace) -> int:
     policy_path = args.policy or settings.dispatch_policy
     dispatch = None
     if policy_path is not None:
-        policy = read_policy(policy_path)
-        check_policy_rules(
+        policy = load_policy(policy_path)
+        check_rule_ids(
             policy_path,
             policy,
             (r.id for r in rules.rules),

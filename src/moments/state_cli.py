@@ -264,7 +264,6 @@ def _cmd_seed(args: argparse.Namespace) -> int:
     from moments.cliparts import parse_when
     from moments.connections import check_kafka, kafka_client_kwargs, require_kafka, require_redis
     from moments.models import EventType
-    from moments.policyread import read_policy
     from moments.rulecheck import EventFileError, NotAFileError
     from moments.seed import (
         build_states,
@@ -282,9 +281,10 @@ def _cmd_seed(args: argparse.Namespace) -> int:
     from moments.topiclayout import partition_layout
     from moments.topics import ensure_topics
     from rules.catalog import load_rules
+    from sinks.policy import load_policy
 
     settings = command_settings()
-    policy = read_policy(args.policy if args.policy is not None else settings.dispatch_policy)
+    policy = load_policy(args.policy if args.policy is not None else settings.dispatch_policy)
     end = parse_when(args.end, policy.zone, "--to")
     rules = load_rules(args.rules if args.rules is not None else settings.rules)
     console = stderr_console()

@@ -338,12 +338,12 @@ def _cmd_tasks_deferred(args: argparse.Namespace) -> int:
 
     from moments.connections import redis_client, require_redis
     from moments.deferred import Listing, aligned, deferred_tasks, summary, unmatched_types
-    from moments.policyread import read_policy
     from sinks.deferral import DeferralQueue
     from sinks.ledger import TaskLedger
+    from sinks.policy import load_policy
 
     settings = command_settings()
-    policy = read_policy(settings.dispatch_policy)
+    policy = load_policy(settings.dispatch_policy)
     zone = policy.zone
     require_redis(settings, "the deferral queue is kept there")
     now = time.time()

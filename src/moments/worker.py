@@ -27,7 +27,6 @@ from moments.exceptions import ConfigError
 from moments.health import Health
 from moments.logformat import logs_in_json, use_json_logs, use_text_logs
 from moments.metrics_server import serve_metrics
-from moments.policyread import check_policy_rules, read_policy
 from moments.producer import idempotence_refused, refused_message
 from moments.reload import log_rule_warnings, signature, with_also
 from moments.runtime import create_topics
@@ -39,6 +38,7 @@ from moments.store import store_problem
 from moments.topiclayout import partition_layout, topic_types
 from rules.catalog import load_rules
 from sinks.metrics import Dependency, Metrics
+from sinks.policy import check_rule_ids, load_policy
 from sinks.retry import with_retry
 
 log = logging.getLogger(__name__)
@@ -306,8 +306,8 @@ def _prepare(settings: Settings, faust_args: list[str]) -> MomentsApp:
             as_read = with_also(as_read[0], (calendar,)), as_read[1]
         except OSError:
             as_read = (), as_read[1]
-    policy = read_policy(settings.dispatch_policy)
-    check_policy_rules(
+    policy = load_policy(settings.dispatch_policy)
+    check_rule_ids(
         settings.dispatch_policy,
         policy,
         (r.id for r in rules.rules),

@@ -35,7 +35,7 @@ from pydantic import (
     model_validator,
 )
 
-from moments.exceptions import ConfigError
+from moments.exceptions import ConfigError, InputRefusedError
 from moments.models import Channel, ServiceTask
 from moments.placetext import place_key
 from moments.zones import DEFAULT_TIMEZONE, check_zone
@@ -426,7 +426,7 @@ def check_rule_ids(
     rule_ids: Iterable[str],
     moment_types: Iterable[str] = (),
 ) -> None:
-    """Refuse (`ConfigError`) an `overflow:` key of the policy file that names no rule of
+    """Refuse (`InputRefusedError`) an `overflow:` key of the policy file that names no rule of
     the rules in force (`"*"` is every other rule), or a `relevance:` key that names no
     rule and no moment type, at its line, with the one meant and the names there are: a
     misspelt id loaded and its rule got the default overflow, or no relevance check,
@@ -461,7 +461,7 @@ def check_rule_ids(
             f"rules; {meant}"
             f"write {what[section]} ({', '.join(names)}){anyone}"
         )
-    raise ConfigError(
+    raise InputRefusedError(
         "invalid dispatch policy (see docs/architecture.md, 'Dispatch policy'):\n  "
         + "\n  ".join(lines)
     )
@@ -527,8 +527,9 @@ def _rules_not_policy(path: Path, data: Any) -> str | None:
 
 
 def load_policy(path: Path | None) -> DispatchPolicy:
-    """The policy in `path` (YAML), or the defaults; a bad file raises `ConfigError`
-    naming the field and what to write."""
+    """The policy in `path` (YAML), or the defaults; a file read and found wanting raises
+    `InputRefusedError` (exit 1) naming the field and what to write, a path that cannot be
+    read a `ConfigError` (exit 2)."""
     if path is None:
         return DispatchPolicy()
     from ruamel.yaml import YAML
@@ -548,7 +549,7 @@ def load_policy(path: Path | None) -> DispatchPolicy:
         text = read_limited(path)
         problem = beyond_limits(str(path), text)
         if problem is not None:  # nested thousands deep, it crashed start-up (RecursionError)
-            raise ConfigError(f"invalid dispatch policy: {problem}")
+            raise InputRefusedError(f"invalid dispatch policy: {problem}")
         from rules.yamlpos import NamesAsWritten
 
         # Dates as text (a bad one is refused at its line), region keys as written (`010`).
@@ -557,7 +558,7 @@ def load_policy(path: Path | None) -> DispatchPolicy:
         with reused_anchors() as reused:  # ruamel's own warning was a dump on stderr
             data: Any = yaml.load(text)
     except RulesError as exc:
-        raise ConfigError(f"invalid dispatch policy: {exc}") from None
+        raise InputRefusedError(f"invalid dispatch policy: {exc}") from None
     except FileNotFoundError:  # "write it as UTF-8 YAML" sent a user to rewrite a file
         where = "" if path.is_absolute() else f", read from {Path.cwd()}"
         raise ConfigError(
@@ -566,22 +567,24 @@ def load_policy(path: Path | None) -> DispatchPolicy:
         ) from None
     except YAMLError as exc:  # at its line, with the rules files' hint, not ruamel's dump
         problem = yaml_problem(str(path), text, exc)
-        raise ConfigError(f"invalid dispatch policy: {problem}") from None
+        raise InputRefusedError(f"invalid dispatch policy: {problem}") from None
     except (OSError, ValueError) as exc:
-        raise ConfigError(
+        # Read but not UTF-8 (ValueError) is the file's fault; not readable, the path's.
+        refused = ConfigError if isinstance(exc, OSError) else InputRefusedError
+        raise refused(
             f"{path}: cannot read the dispatch policy ({type(exc).__name__}: {exc}); write "
             "it as UTF-8 YAML (docs/architecture.md, 'Dispatch policy')"
         ) from None
     for anchor in reused:  # loaded as YAML says; the file's author is told which one
         logging.getLogger(__name__).warning("dispatch policy: %s", anchor.said(str(path)))
     if data is None:  # empty, or comments only: what a half-written file looks like
-        raise ConfigError(
+        raise InputRefusedError(
             f"{path}: the dispatch policy is empty, which would put the defaults in force (no "
             "capacity limits): write the policy, `{}` for the defaults on purpose, or unset "
             "MOMENTS_DISPATCH_POLICY"
         )
     if said := _rules_not_policy(path, data):
-        raise ConfigError(said)
+        raise InputRefusedError(said)
     try:
         return DispatchPolicy.model_validate(data)
     except ValidationError as exc:
@@ -593,7 +596,7 @@ def load_policy(path: Path | None) -> DispatchPolicy:
                 said = _no_such_setting(err["loc"])
             named = f"{field}: " if field else ""  # the file as a whole names none
             lines.append(f"{path}:{line}:{col}: {named}{said}")
-        raise ConfigError(
+        raise InputRefusedError(
             "invalid dispatch policy (see docs/architecture.md, 'Dispatch policy'):\n  "
             + "\n  ".join(lines)
         ) from None
