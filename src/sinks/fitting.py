@@ -227,7 +227,9 @@ class CapacityFitting:
         """The writes for what capacity made of a route (`fit`), and the merged moments
         that leave its group for another entry or for good. Each part goes as `part_id`
         says; the contact the route took is the sent part's, or given back; a moment
-        dropped is counted as its own rule's."""
+        dropped is counted as its own rule's. Out of a route whose moments may have gone
+        out inside its candidate's carrier (`Writes.went_out`), a moment dropped and a
+        part moved to an id of its own are marked re-driven (`Leave.went_out`)."""
         carrier, sub = r.carrier_id, r.task.subscriber_id
         for m in fit.dropped:
             self.gone(r.c, m, SuppressReason.CAPACITY, w)
@@ -247,8 +249,22 @@ class CapacityFitting:
                 fit.why,
             )
         raw = r.c.stored()
+        # Its moments may have gone out inside a carrier (`Writes.went_out`: re-driven, or
+        # parked by a re-drive; a withdrawn one's lead, `TaskSink._kept`): a part moved to
+        # its own id is marked re-driven as it goes pending, as that lead is, dated by this
+        # decision, so that its drop, now or at its release, keeps their cooldowns. Unmarked,
+        # the part its full pool deferred gave them back when its release dropped it.
+        went_out = r.c.carrier_id in w.went_out
         leaves = [
-            Leave(carrier, m.task_id, raw[m.task_id], to=to[m.task_id], carries=carries)
+            Leave(
+                carrier,
+                m.task_id,
+                raw[m.task_id],
+                to=to[m.task_id],
+                carries=carries,
+                went_out=went_out and to[m.task_id] == m.task_id,
+                went_at=w.now if went_out else None,
+            )
             for m in fit.send + fit.wait
             if to[m.task_id] != carrier
             for carries in [carrier_bytes(m, to[m.task_id], r.task)]
@@ -265,7 +281,7 @@ class CapacityFitting:
                         raw[m.task_id],
                         "capacity",
                         keep_until=until,
-                        went_out=r.c.carrier_id in w.went_out,  # its cooldown kept: `gone`
+                        went_out=went_out,  # its cooldown kept: `gone`
                     )
                 )
         return leaves

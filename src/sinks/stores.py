@@ -125,7 +125,8 @@ class Leave:
     went_out: bool = False
     """Out of a task that may have gone out with it inside (re-driven, or parked by a
     re-drive: `Writes.went_out`). Moved to its own id (the task withdrawn:
-    `TaskSink._kept`): its entry is marked `redriven:<id>` as it goes pending, as a
+    `TaskSink._kept`; a part capacity splits off such a task or off that lead:
+    `CapacityFitting.split`): its entry is marked `redriven:<id>` as it goes pending, as a
     re-drive's claim marks one, so that its drop, in this decision or a later one, keeps
     its moments' cooldowns. Dropped (its cooldown kept: `TaskSink._gone`): its entry is
     marked `redriven:<id>` `1` for its life (when it went pending not said: sealed,

@@ -25,6 +25,7 @@ from .test_redriven_content import (
     opt_out,
     producer_of,
     published,
+    sink_of,
     withdrawn,
 )
 from .test_redriven_groups import GRACE_S, START, SUB, crashing, moment
@@ -106,3 +107,107 @@ async def test_a_second_redrive_after_the_first_died_at_its_claim_decides_once()
     assert await stores.ledger.state(SMS) == "dropped"
     assert [p for p in published(producer_of(sink)) if p[0] == SMS] == []
     assert returns.pending == []
+
+
+LEAD, OTHER = "e4" * 16, "f5" * 16
+FULL_SMS: dict[str, Any] = {
+    "timezone": "UTC",
+    "capacity": {"*": {"sms": 0}},
+    "reserved_share": 0,
+    "overflow": {
+        "l": {"policy": "fallback", "channel": "app_push"},
+        "o": {"policy": "defer"},
+    },
+}
+"""No SMS goes out: an SMS of rule `l` falls back to an app push, one of rule `o` waits
+for the next day (09:00)."""
+NEXT_DAY = dt.datetime(2026, 12, 4, 9, 0, 1, tzinfo=dt.UTC)
+
+
+async def withdrawn_and_split(overflow: str = "defer") -> Rehomed:
+    """The call (rule `a`) and two SMS moments that joined it (rules `l` and `o`; `l`
+    leads them, priority 2), published at 11:31 under the call's id by a worker that died
+    before its confirm; the customer opts out of calls; the re-drive at 11:32 withdraws
+    the call, and the SMS moments go on under `l`'s id, which the full SMS pool splits:
+    `l` goes now as its fallback app push, `o` waits for the next day under its own id
+    (`overflow` `defer`) or is dropped (`drop`)."""
+    policy = {**FULL_SMS, "overflow": {**FULL_SMS["overflow"], "o": {"policy": overflow}}}
+    clock, stores, sink = sink_of(policy, START)
+    returns = CollectedCooldownReturns(lambda: {"a", "l", "o"})
+    sink.returns = returns
+    sink.add(moment(CALL, Channel.OUTBOUND_CALL, "a", START, 72))
+    await sink.flush()
+    clock.now += 300
+    made = START + dt.timedelta(minutes=5)
+    lead = moment(LEAD, Channel.SMS, "l", made, 72).model_copy(update={"priority": 2})
+    for member in (lead, moment(OTHER, Channel.SMS, "o", made, 72)):
+        sink.add(member)
+        await sink.flush()
+    assert [await stores.ledger.state(i) for i in (LEAD, OTHER)] == ["merged", "merged"]
+    clock.now = START.timestamp() + 31 * 60
+    with crashing(stores.ledger, "confirm"):
+        await sink.release_due()
+    assert [(t, c) for t, c, _ in published(producer_of(sink))] == [(CALL, "outbound_call")]
+
+    await opt_out(sink, clock.now + 5, ["outbound_call"])
+    clock.now += GRACE_S + 10
+    assert await sink.redrive(GRACE_S) == 1
+    assert withdrawn(producer_of(sink)) == [(CALL, "opt_out")]
+    assert published(producer_of(sink))[1:] == [(LEAD, "app_push", [])]
+    waits = "deferred" if overflow == "defer" else "dropped"
+    assert [await stores.ledger.state(i) for i in (CALL, LEAD, OTHER)] == [
+        "dropped",
+        "sent",
+        waits,
+    ]
+    assert returns.pending == []
+    return clock, stores, sink, returns
+
+
+async def test_a_part_split_off_a_rehomed_lead_keeps_its_cooldown() -> None:
+    """The part capacity split off the lead of a withdrawn call's moments (`o`, waiting
+    for the next day under its own id) may have gone out inside the call as well: marked
+    re-driven as the lead is, its drop at its release (its rule declined meanwhile) keeps
+    rule `o`'s cooldown. Before: `CapacityFitting.split` moved it to its own id with no
+    mark, and its drop returned the cooldown, so the rule could fire again for a customer
+    the withdrawn call may have reached: a second contact."""
+    clock, stores, sink, returns = await withdrawn_and_split()
+    await stores.declines.suppress(SUB, "o", 3 * 86400)
+    clock.now = NEXT_DAY.timestamp()
+    await sink.release_due()
+    assert await stores.ledger.state(OTHER) == "dropped"
+    assert returns.pending == []
+    assert await stores.ledger.owed_returns(clock.now) == []
+    made = START + dt.timedelta(minutes=5)
+    sink.add(moment(OTHER, Channel.SMS, "o", made, 72))  # its batch read again
+    assert await sink.flush() == set()
+
+
+async def test_a_part_split_off_a_rehomed_lead_goes_out_when_due() -> None:
+    """The control: nothing happened while `o` waited, so it goes out at its release under
+    its own id, once. Its mark has its release judge it as one a re-drive parked, as the
+    lead of a withdrawn task's moments is judged at the release of its park (the decision
+    a re-drive takes after a crash before the split): sent whole on its channel, the full
+    pool not asked again (docs/architecture.md, "Capacity"). Before: unmarked, it was
+    refused by the pool again and waited for another day."""
+    clock, stores, sink, returns = await withdrawn_and_split()
+    clock.now = NEXT_DAY.timestamp()
+    await sink.release_due()
+    assert await stores.ledger.state(OTHER) == "sent"
+    assert published(producer_of(sink))[2:] == [(OTHER, "sms", [])]
+    assert returns.pending == []
+
+
+async def test_a_moment_a_full_pool_drops_off_a_rehomed_lead_keeps_its_cooldown() -> None:
+    """`o` dropped by the split (its rule's overflow `drop`), its cooldown kept as it may
+    have gone out inside the withdrawn call (`_gone`): its batch, read again after a crash
+    before its state was written, finds it dropped and keeps the cooldown too (its `X`
+    entry marked `redriven:<id>` `1` as it leaves the lead's group, the split's
+    `Leave.went_out`). Unmarked, `_dropped_before` gave the cooldown back."""
+    _, _, sink, returns = await withdrawn_and_split("drop")
+    made = START + dt.timedelta(minutes=5)
+    sink.add(moment(OTHER, Channel.SMS, "o", made, 72))  # its batch read again
+    assert await sink.flush() == set()
+    assert returns.pending == []
+    labels = {"moment_type": "o", "reason": "capacity"}
+    assert sink.metrics.registry.get_sample_value("moments_tasks_suppressed_total", labels) == 1
