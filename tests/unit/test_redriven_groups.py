@@ -333,3 +333,39 @@ async def test_a_second_re_drive_of_a_group_released_after_its_carrier_lapsed() 
     assert registry.get_sample_value("moments_tasks_suppressed_total", call) == 1
     sms = {"moment_type": "b", "reason": "expired"}
     assert registry.get_sample_value("moments_tasks_suppressed_total", sms) is None
+
+
+async def test_a_moment_dropped_whole_with_its_carrier_keeps_its_cooldown_when_read_again() -> None:
+    """The group dropped whole (`TaskSink._drop_route`), not moment by moment: the line is
+    suspended after the call went out with the SMS moment inside, and the re-drive comes
+    within a minute of the group's last send (its last look, `SUSPENDED_LAST_LOOK_S`),
+    so the group is dropped `suspended`, both cooldowns kept. The SMS moment's batch,
+    read again, finds it dropped and keeps its cooldown too: its `X` entry is marked
+    `redriven:<id>` `1` as it leaves the group (`Leave.went_out`); unmarked,
+    `_dropped_before` gave the cooldown back, a second contact possible."""
+    # Both expire at 11:38, sent no later than 11:33: the re-drive at 11:32:10 is inside
+    # the group's last minute, the call still sendable.
+    clock, stores, sink, producer = await merged_then_dead(sms_lasts=33 / 60, call_lasts=38 / 60)
+    returns = CollectedCooldownReturns(lambda: {"a", "b"})
+    sink.returns = returns
+    suspended = ProfileEvent.model_validate(
+        {
+            "event_id": "p1",
+            "subscriber_id": SUB,
+            "occurred_at": dt.datetime.fromtimestamp(clock.now + 5, dt.UTC),
+            "status": "suspended",
+        }
+    )
+    await sink.subscribers.record_facts([suspended])
+    clock.now += GRACE_S + 10
+    assert await sink.redrive(GRACE_S) == 1
+    assert [await stores.ledger.state(i) for i in (CALL, SMS)] == ["dropped", "dropped"]
+    registry = sink.metrics.registry
+    for rule in ("a", "b"):
+        labels = {"moment_type": rule, "reason": "suspended"}
+        assert registry.get_sample_value("moments_tasks_suppressed_total", labels) == 1
+    assert returns.pending == []
+    made = START + dt.timedelta(minutes=5)
+    sink.add(moment(SMS, Channel.SMS, "b", made, 33 / 60))  # the SMS moment's batch read again
+    assert await sink.flush() == set()
+    assert published(producer) == [(CALL, [SMS])]
