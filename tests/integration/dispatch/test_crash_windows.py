@@ -629,6 +629,72 @@ class TestMergedMomentDroppedWithItsCarrier:
         ] == [(call, [sms])]
 
 
+class TestPartSplitOffARehomedLead:
+    async def test_its_drop_at_its_release_keeps_its_cooldown(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """Two SMS moments (rules `l`, leading them, and `o`) joined a waiting call; the
+        call went out with them inside and its worker died before the confirm. The
+        customer opts out of calls: the re-drive withdraws the call, and the SMS moments
+        go on under `l`'s id, marked re-driven; no SMS goes out today, so the split sends
+        `l` as its fallback app push and `o` (its rule defers) waits for the next day under
+        its own id. Its rule declined meanwhile, its release drops it, keeping its cooldown:
+        it may have gone out inside the withdrawn call. Before: the split moved it to its
+        own id with no `redriven:<id>` mark, and its drop returned the cooldown (a second
+        contact possible)."""
+        policy = DispatchPolicy.model_validate(
+            {
+                "capacity": {"*": {"sms": 0}},
+                "reserved_share": 0,
+                "overflow": {
+                    "l": {"policy": "fallback", "channel": "app_push"},
+                    "o": {"policy": "defer"},
+                },
+            }
+        )
+        w = make_worker(policy)  # calls held for the merge window
+        call, lead, other = "c9" * 16, "d9" * 16, "e9" * 16
+        await w.send(task(call, sub=SUB, channel=Channel.OUTBOUND_CALL))
+        await w.send(task(lead, sub=SUB, moment_type="l", priority=2))
+        await w.send(task(other, sub=SUB, moment_type="o"))
+        assert [await w.ledger.state(i) for i in (lead, other)] == ["merged", "merged"]
+
+        dying = make_worker(policy)
+        dying.sink.ledger = crashing(dying.sink.stores, "ledger", "confirm").ledger
+        dying.sink.clock = lambda: time.time() + 3600  # past the merge window
+        with pytest.raises(CrashError):
+            await dying.sink.release_due()
+        assert await w.ledger.state(call) == "pending"
+
+        opt_out = ProfileEvent(
+            event_id="p-9", subscriber_id=SUB, occurred_at=NOW, opt_out=["outbound_call"]
+        )
+        await w.sink.subscribers.record_facts([opt_out])
+        fresh = make_worker(policy)
+        returns = CollectedCooldownReturns(lambda: {RULE, "l", "o"})
+        fresh.sink.returns = returns
+        fresh.sink.withdrawals.topic = w.settings.topic("task_withdrawals")
+        fresh.sink.clock = lambda: time.time() + 3600
+        # pending since the release, an hour ahead of the stores' clock
+        assert await fresh.sink.redrive(older_than=-3600.0 - 60) == 1
+        assert [await w.ledger.state(i) for i in (call, lead, other)] == [
+            "dropped",
+            "sent",
+            "deferred",
+        ]
+        notices = values(await read_written(w.settings, "task_withdrawals", at_least=1))
+        assert [(n["task_id"], n["reason"]) for n in notices] == [(call, "opt_out")]
+
+        await w.sink.declines.suppress(SUB, "o", 3 * 86400)
+        await fresh.sink.release_due(now=time.time() + 2 * 86400)
+        assert await w.ledger.state(other) == "dropped"
+        assert returns.pending == []
+        assert [(t["task_id"], t["channel"]) for t in await published(w.settings, 2)] == [
+            (call, "outbound_call"),
+            (lead, "app_push"),
+        ]
+
+
 class TestPolicyReloadedBeforeTheRedrive:
     async def test_a_fallback_for_a_full_pool_goes_again_as_the_fallback_under_a_raised_limit(
         self, make_worker: MakeWorker
