@@ -124,14 +124,11 @@ for the next day (09:00)."""
 NEXT_DAY = dt.datetime(2026, 12, 4, 9, 0, 1, tzinfo=dt.UTC)
 
 
-async def withdrawn_and_split(overflow: str = "defer") -> Rehomed:
+async def withdrawn_with_two(policy: dict[str, Any]) -> Rehomed:
     """The call (rule `a`) and two SMS moments that joined it (rules `l` and `o`; `l`
     leads them, priority 2), published at 11:31 under the call's id by a worker that died
     before its confirm; the customer opts out of calls; the re-drive at 11:32 withdraws
-    the call, and the SMS moments go on under `l`'s id, which the full SMS pool splits:
-    `l` goes now as its fallback app push, `o` waits for the next day under its own id
-    (`overflow` `defer`) or is dropped (`drop`)."""
-    policy = {**FULL_SMS, "overflow": {**FULL_SMS["overflow"], "o": {"policy": overflow}}}
+    the call, and the SMS moments go on under `l`'s id (by `policy`)."""
     clock, stores, sink = sink_of(policy, START)
     returns = CollectedCooldownReturns(lambda: {"a", "l", "o"})
     sink.returns = returns
@@ -153,6 +150,16 @@ async def withdrawn_and_split(overflow: str = "defer") -> Rehomed:
     clock.now += GRACE_S + 10
     assert await sink.redrive(GRACE_S) == 1
     assert withdrawn(producer_of(sink)) == [(CALL, "opt_out")]
+    assert returns.pending == []
+    return clock, stores, sink, returns
+
+
+async def withdrawn_and_split(overflow: str = "defer") -> Rehomed:
+    """`withdrawn_with_two` where the full SMS pool splits the moments going on under
+    `l`'s id: `l` goes now as its fallback app push, `o` waits for the next day under its
+    own id (`overflow` `defer`) or is dropped (`drop`)."""
+    policy = {**FULL_SMS, "overflow": {**FULL_SMS["overflow"], "o": {"policy": overflow}}}
+    clock, stores, sink, returns = await withdrawn_with_two(policy)
     assert published(producer_of(sink))[1:] == [(LEAD, "app_push", [])]
     waits = "deferred" if overflow == "defer" else "dropped"
     assert [await stores.ledger.state(i) for i in (CALL, LEAD, OTHER)] == [
@@ -160,7 +167,6 @@ async def withdrawn_and_split(overflow: str = "defer") -> Rehomed:
         "sent",
         waits,
     ]
-    assert returns.pending == []
     return clock, stores, sink, returns
 
 
@@ -211,3 +217,25 @@ async def test_a_moment_a_full_pool_drops_off_a_rehomed_lead_keeps_its_cooldown(
     assert returns.pending == []
     labels = {"moment_type": "o", "reason": "capacity"}
     assert sink.metrics.registry.get_sample_value("moments_tasks_suppressed_total", labels) == 1
+
+
+async def test_a_rehomed_lead_a_cap_drops_whole_keeps_its_moments_cooldowns() -> None:
+    """The moments going on under `l`'s id dropped whole (`TaskSink._drop_route`): the
+    contact cap (one a week) holds the call's contact, which may have been made, until
+    after they must go, so they are dropped `contact_cap`, their cooldowns kept; their
+    batches, read again after a crash before their state was written, keep them too (`l`
+    by its mark's time, `o` by the `1` its leave out of `l`'s group wrote)."""
+    capped = {"timezone": "UTC", "contact": {"max_contacts": 1, "period": "7d"}}
+    _, stores, sink, returns = await withdrawn_with_two(capped)
+    assert len(published(producer_of(sink))) == 1
+    assert [await stores.ledger.state(i) for i in (LEAD, OTHER)] == ["dropped", "dropped"]
+    registry = sink.metrics.registry
+    for rule in ("l", "o"):
+        labels = {"moment_type": rule, "reason": "contact_cap"}
+        assert registry.get_sample_value("moments_tasks_suppressed_total", labels) == 1
+    made = START + dt.timedelta(minutes=5)
+    lead = moment(LEAD, Channel.SMS, "l", made, 72).model_copy(update={"priority": 2})
+    for again in (lead, moment(OTHER, Channel.SMS, "o", made, 72)):
+        sink.add(again)
+        assert await sink.flush() == set()
+    assert returns.pending == []
