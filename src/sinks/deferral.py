@@ -56,7 +56,7 @@ from redis.asyncio import Redis
 from sinks.capacity import RANK_RISKS, RANK_SECONDS, RANKED
 from sinks.ledger import CLAIM_TOKEN_KEPT_S, TaskLedger, as_bytes, new_claim_token
 from sinks.luabatch import BatchScript
-from sinks.stores import Joining, Parking, Released
+from sinks.stores import Held, Joining, Parking, Released
 
 # K: task, open, line, the subscriber's facts (sinks.relevance), the subscriber's waiting
 # index; A: id, payload (''
@@ -76,7 +76,15 @@ from sinks.stores import Joining, Parking, Released
 # deferred, hours, capped, nextday, judged, due, rank. The task enters the waiting index
 # (`forget`), which drops the ids parked until more than `WAITING_KEPT_S` ago and is kept
 # that long past the latest release time it holds.
+# K[6], A[10], A[11]: the entry's `claimed:<id>` token, and a fenced decision's token ('':
+# none, the engine's) and '1' for an entry it claimed, as `_FENCE` takes them: its park is
+# written on an entry still its own only (`sinks.stores.Held`); one another worker's
+# re-drive claimed since (this decision stalled past the grace period) is left, 0.
 _PARK = """
+if A[10] ~= '' then
+  local held = redis.call('GET', K[6])
+  if held ~= A[10] and (held or A[11] ~= '') then return 0 end
+end
 local v = redis.call('GET', K[1])
 if not v then return 0 end
 local state = string.sub(v, 1, 1)
@@ -524,7 +532,7 @@ class DeferralQueue:
         """The tasks due, not released yet, by rank."""
         self.rank_key = f"{ledger.prefix}rank"
         """Each waiting task's rank, until it is due."""
-        self._park = BatchScript(redis, _PARK, keys=5, args=9)
+        self._park = BatchScript(redis, _PARK, keys=6, args=11)
         self._rejudge = redis.register_script(_REJUDGE)
         self._wake_unindexed_script = redis.register_script(_WAKE_UNINDEXED)
         self._wake = BatchScript(redis, _WAKE, keys=1, args=1)
@@ -606,9 +614,12 @@ class DeferralQueue:
         item = Parking(task_id, subscriber_id, payload, release_at, merge_window_s)
         return (await self.park_many([item]))[0]
 
-    async def park_many(self, items: Sequence[Parking], timetable: str = "") -> list[bool]:
+    async def park_many(
+        self, items: Sequence[Parking], timetable: str = "", held: Held | None = None
+    ) -> list[bool]:
         """`park` for each item, in one call; `timetable`: the one (`DispatchPolicy.timetable`)
-        their release times were computed by ('' unknown: the next `rejudge` wakes them)."""
+        their release times were computed by ('' unknown: the next `rejudge` wakes them);
+        `held`: a fenced decision's (`sinks.stores.Held`), checked in the same script."""
         if not items:
             return []
         calls = [
@@ -619,6 +630,7 @@ class DeferralQueue:
                     self.line_key(item.subscriber_id),
                     self.facts_key(item.subscriber_id),
                     self.waiting_key(item.subscriber_id),
+                    self.ledger.claimed_key(item.task_id),
                 ),
                 (
                     item.task_id,
@@ -633,6 +645,8 @@ class DeferralQueue:
                     _bound(item.active_after if item.waits_for_line else None),
                     _bound(item.woken_at) if item.waits_for_line else "",
                     _bound(item.made),
+                    "" if held is None else held.token,
+                    "" if held is None else held.mine(item.task_id),
                 ),
             )
             for item in items

@@ -79,7 +79,7 @@ from sinks.routes import (
     waves,
 )
 from sinks.steps import Step, TimerSteps
-from sinks.stores import Clock, DispatchStores, Joining, Leave, Released
+from sinks.stores import Clock, DispatchStores, Held, Joining, Leave, Released
 from sinks.subscribers import Subscribers
 from sinks.timegates import TimeGates
 from sinks.withdrawals import WITHDRAWN_FOR, Withdrawals
@@ -739,8 +739,10 @@ class TaskSink:
         dropped: set[str] = set()
         if not candidates:
             return dropped
-        # A re-drive's claimed entries (or a release's taken ones), which its fence checks.
+        # A re-drive's claimed entries (or a release's taken ones), which its fence checks,
+        # and its drops and parks too (`Held`: written on entries still its own only).
         claimed = {c.carrier_id for c in candidates} if fence is not None else set()
+        held = None if fence is None else Held(fence, frozenset(claimed))
         at = self.clock() if now is None else now
         # Fresh tasks that park nothing leave the deferral queue as it was: its count (a
         # Redis call) is read again only when this decision took from it or added to it,
@@ -787,7 +789,7 @@ class TaskSink:
             to_send: list[ServiceTask] = []
             for wave in waves(candidates):
                 sendable, parked, gone = await self._route_wave(
-                    wave, at, declined, facts, j, reached, raced, sealed, moved_on
+                    wave, at, declined, facts, j, reached, raced, sealed, moved_on, held
                 )
                 to_send += sendable
                 dropped |= set(gone)
@@ -1010,6 +1012,7 @@ class TaskSink:
         raced: list[str] | None = None,
         sealed: Mapping[str, float | None] | None = None,
         moved_on: Mapping[str, Mapping[str, str]] | None = None,
+        held: Held | None = None,
     ) -> tuple[list[ServiceTask], bool, dict[str, str]]:
         """The decision for each candidate of a wave (see the module docstring), one store
         call per step for all of them; returns the tasks to send, whether any was
@@ -1102,7 +1105,7 @@ class TaskSink:
         notices = await self.withdrawals.owe_dropped(
             await self._may_have_gone(wave, w, moved_on or {})
         )
-        await self._write(w, j)
+        await self._write(w, j, held)
         await self._owed.send(w.owed)
         await self.withdrawals.send_owed(notices)
         if raced is not None:
@@ -1355,10 +1358,14 @@ class TaskSink:
                 self.dm.merged.labels(task.moment.type).inc()
         return [r for r in routes if r.task.task_id not in joined]
 
-    async def _write(self, w: Writes, j: Judging) -> None:
+    async def _write(self, w: Writes, j: Judging, held: Held | None = None) -> None:
         """A wave's last step, before its tasks are published: the channels its tasks'
         moments were moved to (`Writes.channels_moved`: a re-drive sends each as it went,
-        `as_it_went`), contacts given back or moved, then tasks parked, then dropped."""
+        `as_it_went`), contacts given back or moved, then tasks parked, then dropped.
+        `held`: a re-drive's or a release's, whose parks and drops are written on entries
+        still its own only (`Held`): one another worker's re-drive claimed since (this
+        one stalled past the grace period) is that worker's, and written after its fence
+        a drop or park recorded a task it sent as dropped, or parked it to go out again."""
         if w.channels_moved:
             moved = w.channels_moved
             await self._redis(lambda: self.ledger.mark_moved(moved), "marking moved channels")
@@ -1372,7 +1379,7 @@ class TaskSink:
             ]
             timetable = w.timetable
             parked = await self._redis(
-                lambda: self.deferral.park_many(items, timetable), "deferring a task"
+                lambda: self.deferral.park_many(items, timetable, held), "deferring a task"
             )
             for p, slot, ok in zip(w.parks, slots, parked, strict=True):
                 if ok:
@@ -1383,7 +1390,9 @@ class TaskSink:
             if refused:
                 w.raced += await self._erased_since(refused)
         if w.drops:
-            await self._redis(lambda: self.ledger.drop_many(w.drops, w.drops_expire), "dropping")
+            await self._redis(
+                lambda: self.ledger.drop_many(w.drops, w.drops_expire, held), "dropping"
+            )
 
     async def _erased_since(self, parks: Sequence[Park]) -> list[str]:
         """The entries of the refused `parks` whose subscriber a tombstone erased at or

@@ -30,7 +30,7 @@ from redis.asyncio import Redis
 from moments.enums import WithdrawReason
 from sinks.luabatch import BatchScript
 from sinks.payloads import COUNTED_TAIL
-from sinks.stores import CHANNELS, Leave
+from sinks.stores import CHANNELS, Held, Leave
 
 PENDING = b"P"
 DEFERRED = b"D"
@@ -174,7 +174,16 @@ return 1
 # void is marked so (K[9], `void:<id>`: why and when, as long as its entry lives, taken as
 # it leaves P): its re-drive withdraws and confirms it as its worker would have
 # (`TaskSink._resume_void`), not deciding it again.
+# K[11], A[12], A[13]: the entry's `claimed:<id>` token, and a fenced decision's token
+# ('' for none: the engine's, a confirm) and '1' for an entry it claimed ('' for one its
+# decision made pending), as `_FENCE` takes them: a drop of such a decision is written on
+# an entry still its own only (`Held`), in this step; one another worker's re-drive
+# claimed since (this decision stalled past the grace period) is left as it is, reply 0.
 _SETTLE = """
+if A[12] ~= '' then
+  local held = redis.call('GET', K[11])
+  if held ~= A[12] and (held or A[13] ~= '') then return 0 end
+end
 local function void(why, at)
   local ttl = redis.call('PTTL', K[1])
   if ttl > 0 then
@@ -547,7 +556,7 @@ class TaskLedger:
         self._claim = BatchScript(redis, _CLAIM, keys=1, args=3)
         self._claim_stale = BatchScript(redis, _CLAIM_STALE, keys=3, args=1)
         self._fence = BatchScript(redis, _FENCE, keys=2, args=2)
-        self._settle = BatchScript(redis, _SETTLE, keys=10, args=11)
+        self._settle = BatchScript(redis, _SETTLE, keys=11, args=13)
         self._first_unknown = redis.register_script(_FIRST_OUTCOME_UNKNOWN)
         self._leave = BatchScript(redis, _LEAVE, keys=4, args=9)
         self._withdrawn = BatchScript(redis, _WITHDRAWN, keys=2, args=1)
@@ -694,10 +703,14 @@ class TaskLedger:
         await self.drop_many([(task_id, reason)])
 
     async def drop_many(
-        self, items: Sequence[tuple[str, str]], keep_until: Mapping[str, float] | None = None
+        self,
+        items: Sequence[tuple[str, str]],
+        keep_until: Mapping[str, float] | None = None,
+        held: Held | None = None,
     ) -> None:
         """`drop` for each (task id, reason), in one call. `keep_until` (epoch seconds per
-        task id): its entry need not outlive this (see `DROPPED_KEPT_S`)."""
+        task id): its entry need not outlive this (see `DROPPED_KEPT_S`). `held`: see
+        `sinks.stores.Ledger.drop_many` (checked in the same script, `_SETTLE`)."""
         now, until = time.time(), keep_until or {}
         await self._settle_many(
             [
@@ -713,7 +726,8 @@ class TaskLedger:
                     "",
                 )
                 for i, reason in items
-            ]
+            ],
+            held,
         )
 
     async def leave_many(self, items: Sequence[Leave]) -> list[bool]:
@@ -743,9 +757,10 @@ class TaskLedger:
         done = await self._leave.run(calls, (now, self.ttl), (self.pending_key,))
         return [bool(ok) for ok in done]
 
-    async def _settle_many(self, items: Sequence[Settle]) -> list[Any]:
+    async def _settle_many(self, items: Sequence[Settle], held: Held | None = None) -> list[Any]:
         """The settle script's reply per item: 1, or {why, when} for a task its facts
-        made void (`confirm`)."""
+        made void (`confirm`); 0 for one `held` (a fenced decision's drop) no longer
+        holds."""
         if not items:
             return []
         now = time.time()
@@ -762,6 +777,7 @@ class TaskLedger:
                     self.unsent_key(i),
                     self.void_key(i),
                     self.redriven_key(i),
+                    self.claimed_key(i),
                 ),
                 (
                     value,
@@ -777,6 +793,8 @@ class TaskLedger:
                     "" if look is None or sent is None else sent[0],
                     "" if look is None or math.isinf(look) else repr(look),
                     member,
+                    "" if held is None else held.token,
+                    "" if held is None else held.mine(i),
                 ),
             )
             for i, value, body, keep, entry_keep, sent, sub, look, member in items

@@ -52,6 +52,7 @@ from sinks.stores import (
     CHANNELS,
     Clock,
     DispatchStores,
+    Held,
     Joining,
     Leave,
     Parking,
@@ -217,9 +218,14 @@ class MemoryLedger:
         self._settle(task_id, DROPPED + reason.encode())
 
     async def drop_many(
-        self, items: Sequence[tuple[str, str]], keep_until: Mapping[str, float] | None = None
+        self,
+        items: Sequence[tuple[str, str]],
+        keep_until: Mapping[str, float] | None = None,
+        held: Held | None = None,
     ) -> None:
         for task_id, reason in items:
+            if held is not None and not self.holds(task_id, held.token, bool(held.mine(task_id))):
+                continue  # as `_SETTLE`: another worker's re-drive claimed it since
             entry = self._live(self.entries, task_id)
             settles = entry is not None and entry.value.startswith(PENDING)
             await self.drop(task_id, reason)
@@ -294,6 +300,15 @@ class MemoryLedger:
                 since[task_id] = score
         return claimed
 
+    def holds(self, task_id: str, token: str, by_claim: bool) -> bool:
+        """Whether the entry's `claimed:<id>` token is still `token`'s (`by_claim`: an
+        entry it claimed) or, for one its decision made pending, none: as `_FENCE`,
+        `_SETTLE` and `_PARK` read it for a fenced decision (`Held`)."""
+        held = self._live(self.claim_tokens, task_id)
+        if held is not None:
+            return held.value == token.encode()
+        return not by_claim
+
     async def fence(self, claimed: Collection[str], moved: Collection[str], token: str) -> set[str]:
         now = self.clock()
         mine: set[str] = set()
@@ -302,10 +317,7 @@ class MemoryLedger:
             value = await self.get(task_id)
             if value is None or not value.startswith(PENDING):
                 continue
-            held = self._live(self.claim_tokens, task_id)
-            if held is not None and held.value != token.encode():
-                continue
-            if held is None and by_claim:
+            if not self.holds(task_id, token, by_claim):
                 continue
             self.pending[task_id] = now
             mine.add(task_id)
@@ -585,9 +597,16 @@ class MemoryDeferrals:
             self.open[subscriber_id] = (task_id, self.ledger.clock() + window_ms / 1000)
         return True
 
-    async def park_many(self, items: Sequence[Parking], timetable: str = "") -> list[bool]:
+    async def park_many(
+        self, items: Sequence[Parking], timetable: str = "", held: Held | None = None
+    ) -> list[bool]:
         out = []
         for i in items:
+            if held is not None and not self.ledger.holds(
+                i.task_id, held.token, bool(held.mine(i.task_id))
+            ):
+                out.append(False)  # as `_PARK`: another worker's re-drive claimed it since
+                continue
             release_at = i.release_at
             since, facts = i.active_after, self.facts
             forgotten = None if facts is None else facts.fields(i.subscriber_id).get("forgotten")

@@ -105,6 +105,26 @@ class Joining:
 
 
 @dataclass(frozen=True)
+class Held:
+    """A re-drive's claim, or a release's take, as its decision's writes are fenced by it
+    (`Ledger.drop_many`, `Deferrals.park_many`), as its produce is (`Ledger.fence`): an
+    entry is still its own when it holds `token` (`claimed:<id>`) and is among `claimed`,
+    or holds none and is not (a merged moment its decision moved out of its group under
+    its own id, claimed by no re-drive since). Another worker's re-drive that claimed an
+    entry since (this decision stalled past the grace period) owns it: this one's late
+    drop or park of it is not written, whatever that worker decided (a task it sent went
+    on recorded as dropped, or parked and sent again at its release)."""
+
+    token: str
+    claimed: frozenset[str]
+
+    def mine(self, task_id: str) -> str:
+        """'1' for an entry this caller claimed, '' for one its decision made pending (as
+        `_FENCE` takes it)."""
+        return "1" if task_id in self.claimed else ""
+
+
+@dataclass(frozen=True)
 class Leave:
     """A moment leaving the merge group of the waiting task it joined (`Ledger.leave_many`):
     dropped (`dropped`: the reason), or moved to `to`: its own id when it now carries
@@ -197,10 +217,15 @@ class Ledger(Protocol):
     async def drop(self, task_id: str, reason: str) -> None: ...
 
     async def drop_many(
-        self, items: Sequence[tuple[str, str]], keep_until: Mapping[str, float] | None = None
+        self,
+        items: Sequence[tuple[str, str]],
+        keep_until: Mapping[str, float] | None = None,
+        held: Held | None = None,
     ) -> None:
         """`drop` for each (task id, reason), in one round trip; `keep_until` (epoch
-        seconds per task id, its expiry): the entry need not be kept much longer."""
+        seconds per task id, its expiry): the entry need not be kept much longer. `held`:
+        a re-drive's or a release's decision, whose drop is written only on an entry still
+        its own (`Held`), in the same step."""
         ...
 
     async def leave_many(self, items: Sequence[Leave]) -> list[bool]:
@@ -434,12 +459,16 @@ class Deferrals(Protocol):
         merge_window_s: float,
     ) -> bool: ...
 
-    async def park_many(self, items: Sequence[Parking], timetable: str = "") -> list[bool]:
+    async def park_many(
+        self, items: Sequence[Parking], timetable: str = "", held: Held | None = None
+    ) -> list[bool]:
         """`park` for each item, in order, in one round trip. `timetable`: the policy's
         (`DispatchPolicy.timetable`) their release times were computed by; parking one
         that waits for its channel's hours or the next day by another one than the
         store's mark (`rejudge`) marks it mixed ('': unknown), so the next `rejudge`
-        wakes them all."""
+        wakes them all. `held`: a re-drive's or a release's decision, whose park is
+        written only on an entry still its own (`Held`; refused: False), in the same
+        step."""
         ...
 
     async def join_many(self, items: Sequence[Joining]) -> list[str | None]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -20,6 +21,9 @@ from sinks.memory import MemoryContactBook, MemoryLedger
 from sinks.stores import Declines, Facts, Parking
 
 from .test_unanswered import CALL, HOUR, SMS_1, START, SUB, Scenario, outcome_record, task
+
+if TYPE_CHECKING:  # annotations only: the tests also run against an older src
+    from sinks.stores import Held
 
 RULE = "low_balance"
 
@@ -184,11 +188,13 @@ async def test_a_task_parked_after_its_decision_raced_a_tombstone_is_dropped_at_
     deferral, applied = s.sink.stores.deferral, list[str]()
     park_many = deferral.park_many
 
-    async def tombstone_then_park(items: Sequence[Parking], timetable: str = "") -> list[bool]:
+    async def tombstone_then_park(
+        items: Sequence[Parking], timetable: str = "", held: Held | None = None
+    ) -> list[bool]:
         if not applied:
             applied.append(SUB)
             await s.sink.subscribers.forget([SUB], [RULE])
-        return await park_many(items, timetable)
+        return await park_many(items, timetable, held)
 
     deferral.park_many = tombstone_then_park  # type: ignore[method-assign]
     unreachable = outcome_record(CALL, OutcomeStatus.UNREACHABLE, START + dt.timedelta(minutes=20))

@@ -5,6 +5,7 @@ between the decision's look at the facts and the park. On the in-memory stores."
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import orjson
 import pytest
@@ -16,6 +17,9 @@ from sinks.stores import Parking
 from sinks.withdrawals import WITHDRAWALS_TOPIC
 
 from .test_unanswered import CALL, START, SUB, Scenario, task
+
+if TYPE_CHECKING:  # annotations only: the tests also run against an older src
+    from sinks.stores import Held
 
 RULE = "churn_risk"
 
@@ -87,11 +91,13 @@ async def test_a_tombstone_racing_the_redrives_park_withdraws_the_task_that_went
     deferral, applied = redriving.stores.deferral, list[str]()
     park_many = deferral.park_many
 
-    async def tombstone_then_park(items: Sequence[Parking], timetable: str = "") -> list[bool]:
+    async def tombstone_then_park(
+        items: Sequence[Parking], timetable: str = "", held: Held | None = None
+    ) -> list[bool]:
         if not applied:
             applied.append(SUB)
             await redriving.subscribers.forget([SUB], [RULE])
-        return await park_many(items, timetable)
+        return await park_many(items, timetable, held)
 
     deferral.park_many = tombstone_then_park  # type: ignore[method-assign]
     s.clock.advance(START.timestamp() + 600)

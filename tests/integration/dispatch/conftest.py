@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -31,6 +31,9 @@ from sinks.stores import Clock, DispatchStores, Ledger, Parking, redis_stores
 from tests.integration.conftest import MakeSettings
 from tests.integration.kafka_io import read_written, values
 from tests.unit.fakes import Clock as FakeClock
+
+if TYPE_CHECKING:  # annotations only: the tests also run against an older src
+    from sinks.stores import Held
 
 # `NOW`: the instant a test starts, to the second (`now_at_test_start` sets it, here and in
 # every module of these tests, before the test's other fixtures). The sinks decide by the wall clock
@@ -227,11 +230,13 @@ def tombstone_before_park(parker: TaskSink, forgetter: TaskSink, subscriber: str
     deferral, applied = parker.deferral, list[str]()
     park_many = deferral.park_many
 
-    async def tombstone_then_park(items: Sequence[Parking], timetable: str = "") -> list[bool]:
+    async def tombstone_then_park(
+        items: Sequence[Parking], timetable: str = "", held: Held | None = None
+    ) -> list[bool]:
         if not applied:
             applied.append(subscriber)
             await forgetter.subscribers.forget([subscriber], ["first_international_roaming"])
-        return await park_many(items, timetable)
+        return await park_many(items, timetable, held)
 
     deferral.park_many = tombstone_then_park  # type: ignore[method-assign]
     return applied

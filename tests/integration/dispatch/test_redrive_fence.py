@@ -20,13 +20,14 @@ from redis.asyncio import Redis
 
 from moments.backtest import CollectingProducer
 from moments.models import Channel, Family, Moment, ProfileEvent, ServiceTask
+from sinks.base import Headers
 from sinks.dispatch import TaskSink
 from sinks.ledger import CLAIMED, TAKEN_OVER, TaskLedger
 from sinks.memory import memory_stores
 from sinks.metrics import Metrics
 from sinks.payloads import task_bytes
 from sinks.policy import DispatchPolicy
-from sinks.stores import DispatchStores, Joining, Leave, Parking, redis_stores
+from sinks.stores import DispatchStores, Held, Joining, Leave, Parking, redis_stores
 from sinks.withdrawals import WITHDRAWALS_TOPIC, profile_changes
 
 pytestmark = pytest.mark.integration
@@ -92,6 +93,28 @@ async def test_a_moment_moved_out_holds_until_a_redrive_claims_it(
     assert [i for i, _ in await ledger.claim_stale(-1.0, token="B")] == [MOVED]
     assert await ledger.fence([], [MOVED], "A") == set()
     assert await ledger.fence([MOVED], [], "B") == {MOVED}
+
+
+async def test_a_drop_or_park_is_written_only_on_an_entry_still_held(
+    stores: DispatchStores,
+) -> None:
+    """A claims the entry, B claims it again (A stalled past the grace period): A's drop
+    and A's park are not written (the entry stays pending, B's), B's park is. A moment
+    a decision moved out of its group (no token) is its decision's to drop until a
+    re-drive claims it."""
+    ledger = stores.ledger
+    await ledger.claim([(TASK, b"p"), (MOVED, b"p-m")])
+    await ledger.claim_stale(-1.0, token="A")
+    await ledger.claim_stale(-1.0, token="B")
+    a = Held("A", frozenset({TASK, MOVED}))
+    await ledger.drop_many([(TASK, "opt_out")], held=a)
+    parking = Parking(TASK, SUB, b"", 4_000_000_000.0, 1800.0)
+    assert await stores.deferral.park_many([parking], held=a) == [False]
+    assert await ledger.state(TASK) == "pending"
+    assert await stores.deferral.park_many([parking], held=Held("B", frozenset({TASK}))) == [True]
+    assert await ledger.state(TASK) == "deferred"
+    await ledger.drop_many([(MOVED, "expired")], held=Held("A", frozenset()))
+    assert await ledger.state(MOVED) == "pending"  # claimed by B since: not A's
 
 
 POLICY = DispatchPolicy.model_validate({"timezone": "UTC"})
@@ -272,3 +295,83 @@ async def test_an_id_claimed_afresh_holds_no_earlier_claim_token(
     assert await long_stores.deferral.join_many([Joining(MOVED, SUB, b"")]) == [TASK]
     assert await ledger.leave_many([Leave(TASK, MOVED, b"p-m2", to=MOVED)]) == [True]
     assert await ledger.fence([], [MOVED], "B") == {MOVED}
+
+
+class HeldProducer(CollectingProducer):
+    """A worker's producer whose first task send runs `meanwhile` first: another worker's
+    writes landing after this one's fence, while its produce is on its way."""
+
+    def __init__(self, meanwhile: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(time.time)
+        self.meanwhile: Callable[[], Awaitable[None]] | None = meanwhile
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: Headers | None = None,
+    ) -> Awaitable[Any]:
+        if topic != WITHDRAWALS_TOPIC and self.meanwhile is not None:
+            meanwhile, self.meanwhile = self.meanwhile, None
+            await meanwhile()
+        return await super().send(topic, value, key, partition, timestamp_ms, headers)
+
+
+def profile(opt_out: list[str], at: dt.datetime) -> ProfileEvent:
+    return ProfileEvent.model_validate(
+        {
+            "event_id": f"p{at.timestamp()}",
+            "subscriber_id": SUB,
+            "occurred_at": at,
+            "opt_out": opt_out,
+        }
+    )
+
+
+async def test_a_stalled_redrives_drop_after_anothers_fence_is_not_written(
+    stores: DispatchStores,
+) -> None:
+    """A's re-drive reads the facts (the customer opted out of calls), decides to drop the
+    call, and stalls before it writes the drop; the customer opts back in, and B's
+    re-drive, past the grace period, claims the task, fences it and publishes it. A's drop
+    lands while B's produce is on its way: it is not written (the entry holds B's token),
+    and A's withdrawal, owed for a drop not written, is not published. The call went out
+    once, recorded as sent. Before, A's drop was written after B's fence: B's confirm was
+    a no-op, the call recorded as dropped, and A's withdrawal told the consumer to drop a
+    call sent and standing."""
+    now = dt.datetime.now(dt.UTC)
+    await stores.ledger.claim([(TASK, task_bytes(call(now - dt.timedelta(minutes=5))))])
+    a, produced_a = worker(stores)
+    b, _ = worker(stores)
+    await b.subscribers.record_facts([profile(["outbound_call"], now)])
+    at_write, go, written = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    write: Callable[..., Awaitable[None]] = a._write
+
+    async def stalled_write(*args: Any, **kwargs: Any) -> None:
+        at_write.set()
+        await go.wait()
+        try:
+            await write(*args, **kwargs)
+        finally:
+            written.set()
+
+    a._write = stalled_write  # type: ignore[method-assign]
+
+    async def a_writes_meanwhile() -> None:
+        go.set()
+        await written.wait()
+
+    produced_b = HeldProducer(a_writes_meanwhile)
+    b.producer = produced_b
+    a_redrives = asyncio.create_task(a.redrive(-1.0))
+    await at_write.wait()
+    await b.subscribers.record_facts([profile([], now + dt.timedelta(seconds=1))])
+    assert await b.redrive(-1.0) == 1  # past the grace period
+    assert await a_redrives == 1
+    assert [orjson.loads(p.payload)["task_id"] for p in produced_b.sent] == [TASK]
+    assert produced_a.sent == []
+    assert produced_a.withdrawn == []
+    assert await stores.ledger.state(TASK) == "sent"
