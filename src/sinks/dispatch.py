@@ -26,6 +26,7 @@ change made void (`sinks.withdrawals`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import functools
 import logging
@@ -88,6 +89,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _BODY_GRACE_S = 86400
 RELEASE_BATCHES_PER_TICK = 20
+LEASE_S = 30.0
+"""`TaskSink.lease_s` until a `redrive` says otherwise: `MOMENTS_PENDING_REDRIVE_SECONDS`'
+default."""
+LEASE_RENEW_MIN_S = 0.01
+"""The shortest wait between two renewals of a claim (`_keep_claim`), whatever the grace."""
 
 
 ANSWERED = frozenset({SuppressReason.REACHED, SuppressReason.FAILED})
@@ -232,6 +238,12 @@ class TaskSink:
         self._judged: str | None = None
         """The timetable the deferral queue was last found or made judged by
         (`Deferrals.rejudge`); None until this sink's first release."""
+        self.lease_s = LEASE_S
+        """The grace period after which another worker's re-drive may claim a pending
+        task (`redrive`'s `older_than`, `MOMENTS_PENDING_REDRIVE_SECONDS`): a re-drive's
+        or a release's produce renews its claim every third of it (`_keep_claim`)."""
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+        """How the claim's renewal waits between two renewals (a test steps it)."""
 
     @property
     def returns(self) -> CooldownReturns | None:
@@ -424,6 +436,9 @@ class TaskSink:
         the last; the cooldown returns and withdrawals owed and the expired tasks stay in
         Redis, and their step is tried again at a later tick (`sinks.steps.TimerSteps`)."""
         redriven = 0
+        # The claims this tick's re-drive and release take are renewed by a third of it
+        # while their produce runs (`_keep_claim`).
+        self.lease_s = older_than
 
         async def stale() -> None:
             nonlocal redriven
@@ -504,9 +519,9 @@ class TaskSink:
         period after its claim or release: Redis retried, a long pause, a slow broker) is
         left to that worker, which decides it with what it read: sent by both, the same
         id went out twice and maybe not the same (a call the customer opted out of
-        meanwhile after its withdrawal, another channel). Left open: a produce that
-        itself takes longer than the grace period after the fence (docs/architecture.md,
-        the crash table)."""
+        meanwhile after its withdrawal, another channel). A produce that itself takes
+        longer than the grace period after the fence keeps the claim renewed
+        (`_keep_claim`; docs/architecture.md, the crash table)."""
         if not tasks:
             return tasks
         ids = [t.task_id for t in tasks]
@@ -799,9 +814,9 @@ class TaskSink:
             # The engine's fresh tasks: its gates judged their subscriber just now, after
             # any tombstone of the batch (`_send`).
             fresh = {c.carrier_id: made for c in candidates if c.fresh and c.deferral_counted}
-            if fence is not None:
-                to_send = await self._fenced(to_send, claimed, fence)
-            await self._send(to_send, fresh)
+            if held is not None:
+                to_send = await self._fenced(to_send, claimed, held.token)
+            await self._send(to_send, fresh, held=held)
         except BaseException:
             # A wave that failed after its parks were written never said it parked: the
             # queue may have changed (only asked again when the timetable did, below).
@@ -1415,6 +1430,7 @@ class TaskSink:
         fresh: Mapping[str, float] | None = None,
         produce: bool = True,
         sent_at: Mapping[str, float] | None = None,
+        held: Held | None = None,
     ) -> None:
         """Publish `tasks`, then confirm them; those the confirm finds void (`_void`) are
         withdrawn. `fresh`: the engine's fresh tasks among them, by id, with when they
@@ -1424,22 +1440,93 @@ class TaskSink:
         revoked one still publishes) does. `produce` False: published already (answered
         while pending, `_confirm_answered`), confirmed only, counted published (its
         worker died before counting it), its time to publish not observed (unknown);
-        `sent_at`: when those went out, as best known, by id (else now)."""
+        `sent_at`: when those went out, as best known, by id (else now). `held`: a
+        re-drive's or a release's claim, fenced just before (`_fenced`): renewed while the
+        produce and the confirm run (`_keep_claim`), so that a produce retried past the
+        grace period (the broker away) is not decided again by another worker meanwhile."""
         if not tasks:
             return
+        if held is None or not produce:
+            await self._publish(tasks, fresh, produce, sent_at)
+            return
+        lost: set[str] = set()
+        keeping = asyncio.ensure_future(self._keep_claim([t.task_id for t in tasks], held, lost))
+        try:
+            await self._publish(tasks, fresh, produce, sent_at, lost)
+        finally:
+            keeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeping
+
+    async def _keep_claim(self, ids: Sequence[str], held: Held, lost: set[str]) -> None:
+        """Renew `held`'s claim of `ids` (`Ledger.fence`: each still its own re-scored now)
+        every third of the grace period (`lease_s`) until cancelled; those another
+        worker's re-drive claimed meanwhile (this worker could not renew in time: its
+        Redis calls retried, its loop stalled) go into `lost`, and are not produced again
+        (`_publish`)."""
+        period = max(LEASE_RENEW_MIN_S, self.lease_s / 3)
+        while True:
+            await self.sleep(period)
+            live = [i for i in ids if i not in lost]
+            if not live:
+                return
+            renew = functools.partial(
+                self.ledger.fence,
+                [i for i in live if i in held.claimed],
+                [i for i in live if i not in held.claimed],
+                held.token,
+            )
+            mine = await self._redis(renew, "keeping the claim of tasks being published")
+            lost.update(i for i in live if i not in mine)
+
+    async def _publish(
+        self,
+        tasks: list[ServiceTask],
+        fresh: Mapping[str, float] | None,
+        produce: bool,
+        sent_at: Mapping[str, float] | None,
+        lost: set[str] | None = None,
+    ) -> None:
+        """`_send`'s work. `lost`: ids of a claim kept while this runs (`_keep_claim`)
+        that another worker's re-drive claimed since: a produce tried again leaves them
+        out, and only what the produce that went through held is confirmed; the others,
+        maybe gone out in a try that failed, are that worker's, which decides them as
+        tasks that may have gone out (re-driven)."""
         if produce:
             headers: Headers = [("content-type", b"application/json")]
             payloads = {t.task_id: self._payloads.of(published(t)) for t in tasks}
-            messages: list[Message] = [
-                (self.topic, t.subscriber_id.encode(), payloads[t.task_id], headers) for t in tasks
-            ]
+            messages: dict[str, Message] = {
+                t.task_id: (self.topic, t.subscriber_id.encode(), payloads[t.task_id], headers)
+                for t in tasks
+            }
+            gone = lost if lost is not None else set()
+            sending: list[str] = []
+
+            def produce_them() -> Awaitable[None]:
+                sending[:] = [i for i in messages if i not in gone]
+                return produce_all(self.producer, [messages[i] for i in sending])
+
             await with_retry(
-                lambda: produce_all(self.producer, messages),
+                produce_them,
                 Dependency.KAFKA,
                 self.metrics,
                 "publishing tasks",
                 needed_topic=self.topic,  # deleted since the start: held, named, not an outage
             )
+            if len(sending) < len(tasks):
+                left = [t.task_id for t in tasks if t.task_id not in sending]
+                log.warning(
+                    "%d re-driven or released task(s) claimed by another worker's re-drive "
+                    "while their produce was retried (this worker could not renew its "
+                    "claim in time): not published again here, left to that worker "
+                    "(first: %r)",
+                    len(left),
+                    left[0],
+                )
+                kept = set(sending)
+                tasks = [t for t in tasks if t.task_id in kept]
+                if not tasks:
+                    return
         now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
         ids = [t.task_id for t in tasks]
         went = sent_at or {}

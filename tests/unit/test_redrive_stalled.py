@@ -18,12 +18,14 @@ the backtest uses; tests/integration/dispatch/test_redrive_fence.py runs it on R
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 
 from moments.backtest import CollectingProducer
+from sinks.base import Headers
 from sinks.dispatch import TaskSink
 from sinks.memory import memory_stores
 from sinks.metrics import Metrics
@@ -240,4 +242,109 @@ async def test_a_release_not_stalled_publishes_as_before() -> None:
     await parked_and_due(clock, stores)
     assert await a.release_due() == 1
     assert tasks_of(produced_a) == [(TASK, [])]
+    assert await stores.ledger.state(TASK) == "sent"
+
+
+class BrokerAway(CollectingProducer):
+    """A worker's producer whose first task send waits for `away` first: the broker
+    answering only once that is over (the produce retried, or a request that long)."""
+
+    def __init__(self, clock: Clock, away: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(clock)
+        self.away: Callable[[], Awaitable[None]] | None = away
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: Headers | None = None,
+    ) -> Awaitable[Any]:
+        if topic != WITHDRAWALS_TOPIC and self.away is not None:
+            away, self.away = self.away, None
+            await away()
+        return await super().send(topic, value, key, partition, timestamp_ms, headers)
+
+
+async def step(seconds: float) -> None:
+    """The claim's renewal waits one turn of the loop, not `seconds`: the test moves the
+    clock itself between the turns it gives."""
+    await asyncio.sleep(0)
+
+
+async def test_a_redrive_whose_produce_outlasts_the_grace_period_keeps_its_claim() -> None:
+    """A's re-drive fences the call and produces it; the broker answers only three grace
+    periods later. Meanwhile A renews its claim every third of the grace period, so B's
+    re-drive, each time it looks, finds nothing stale: the call goes out once, A's,
+    recorded as sent. Before, the fence re-scored the entry once: B's re-drive claimed it
+    a grace period later and published it too, while A's produce was still on its way
+    (the same id twice, or, had the customer opted out meanwhile, A's call landing after
+    B's withdrawal of it)."""
+    clock = Clock(PRODUCED.timestamp())
+    stores = memory_stores(clock)
+    b, produced_b = worker(clock, stores)
+
+    async def broker_away() -> None:
+        for _ in range(9):  # three grace periods, a third at a time
+            clock.now += GRACE_S / 3
+            for _ in range(5):  # turns of the loop: A's renewal runs
+                await asyncio.sleep(0)
+            assert await b.redrive(GRACE_S) == 0
+
+    produced_a = BrokerAway(clock, broker_away)
+    a = TaskSink(
+        produced_a,
+        "tasks",
+        stores,
+        Metrics(),
+        POLICY,
+        clock=clock,
+        withdrawals_topic=WITHDRAWALS_TOPIC,
+    )
+    a.sleep = step
+    await stores.ledger.claim([(TASK, task_bytes(call()))])  # its worker died
+    clock.now += GRACE_S + 10
+    assert await a.redrive(GRACE_S) == 1
+    assert tasks_of(produced_a) == [(TASK, [])]
+    assert tasks_of(produced_b) == []
+    assert await stores.ledger.state(TASK) == "sent"
+
+
+async def test_a_redrive_whose_claim_was_taken_while_its_produce_was_retried_leaves_it() -> None:
+    """A's produce of the call fails (the broker away) and is tried again; before the next
+    try, another worker's re-drive claimed the entry (A could not renew its claim in
+    time). A's renewal finds the claim gone: the try leaves the call out, and A records
+    nothing of it. B's re-drive decides it and publishes it once. Before, A tried again
+    with the call in it: published by both."""
+    from aiokafka.errors import KafkaTimeoutError
+
+    clock = Clock(PRODUCED.timestamp())
+    stores = memory_stores(clock)
+    b, produced_b = worker(clock, stores)
+
+    async def claimed_by_another_then_away() -> None:
+        assert [i for i, _ in await stores.ledger.claim_stale(-1e9, token="B")] == [TASK]
+        raise KafkaTimeoutError()
+
+    produced_a = BrokerAway(clock, claimed_by_another_then_away)
+    a = TaskSink(
+        produced_a,
+        "tasks",
+        stores,
+        Metrics(),
+        POLICY,
+        clock=clock,
+        withdrawals_topic=WITHDRAWALS_TOPIC,
+    )
+    a.sleep = step
+    await stores.ledger.claim([(TASK, task_bytes(call()))])  # its worker died
+    clock.now += GRACE_S + 10
+    assert await a.redrive(GRACE_S) == 1
+    assert tasks_of(produced_a) == []
+    assert await stores.ledger.state(TASK) == "pending"
+    clock.now += GRACE_S + 10  # the other worker's claim lapsed too: re-driven again
+    assert await b.redrive(GRACE_S) == 1
+    assert tasks_of(produced_b) == [(TASK, [])]
     assert await stores.ledger.state(TASK) == "sent"
