@@ -408,7 +408,10 @@ return {1, out}
 # withdraws nothing, as its decision here does not (a released task's re-drive withdraws
 # it: its worker may have published it before dying). But for one a re-drive parked
 # (`redriven:<id>`, `TaskLedger.claim_stale`): its worker may have published it before
-# dying, and its drop withdraws it wherever it is decided.
+# dying, and its drop withdraws it wherever it is decided. Its `claimed:<id>` token is
+# kept: deleted, a stalled decision that moved it out of a merge group under its own id
+# before the re-drive that parked it claimed it found it its own again (`_FENCE` wants no
+# token there), and published the erased subscriber's task.
 _FORGET = """
 local out = {}
 local ids, seen = {}, {}

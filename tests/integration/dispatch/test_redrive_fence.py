@@ -117,6 +117,32 @@ async def test_a_drop_or_park_is_written_only_on_an_entry_still_held(
     assert await ledger.state(MOVED) == "pending"  # claimed by B since: not A's
 
 
+async def test_a_tombstones_take_out_of_the_queue_keeps_the_claim_token(
+    stores: DispatchStores,
+) -> None:
+    """A's decision moves a merged moment out of its group under its own id (pending, no
+    token: A's fence holds it) and A stalls; B's re-drive claims it (token B) and parks
+    it; the subscriber's tombstone takes it out of the queue back to pending (`_FORGET`).
+    A's fence still refuses it: the token B's claim wrote is kept there. Deleted by the
+    take (the entry left pending with no token), A's fence held it again, and A published
+    the moment of a subscriber just erased, before the tombstone's decision dropped it or,
+    that worker dead, before a re-drive claimed it."""
+    ledger = stores.ledger
+    await ledger.claim([(TASK, b"p-t"), (MOVED, b"p-m")])
+    parking = Parking(TASK, SUB, b"", 4_000_000_000.0, 1800.0)
+    assert await stores.deferral.park_many([parking]) == [True]
+    assert await stores.deferral.join_many([Joining(MOVED, SUB, b"")]) == [TASK]
+    assert await ledger.leave_many([Leave(TASK, MOVED, b"p-m", to=MOVED)]) == [True]
+    assert await ledger.fence([], [MOVED], "A") == {MOVED}
+    assert [i for i, _ in await ledger.claim_stale(-1.0, token="B")] == [MOVED]
+    moved = Parking(MOVED, SUB, b"", 4_000_000_000.0, 1800.0)
+    assert await stores.deferral.park_many([moved], held=Held("B", frozenset({MOVED}))) == [True]
+    taken = await stores.deferral.forget([SUB])
+    assert sorted(r.task_id for r in taken) == sorted([TASK, MOVED])
+    assert await ledger.state(MOVED) == "pending"
+    assert await ledger.fence([], [MOVED], "A") == set()
+
+
 POLICY = DispatchPolicy.model_validate({"timezone": "UTC"})
 
 
