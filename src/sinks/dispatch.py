@@ -1109,7 +1109,7 @@ class TaskSink:
                     w.channels_moved[fit.sent.task_id] = moved
                 if r.carrier_id in over_cap:
                     w.counted.append(fit.sent)
-            leaves += j.fitting.split(r, fit, w)
+            leaves += j.fitting.split(r, fit, w, went.get(r.carrier_id))
         await self._owed.owe(w)
         lost = await self._leave(leaves)
         if lost:

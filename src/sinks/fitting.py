@@ -223,13 +223,15 @@ class CapacityFitting:
         if slot.left is not None and slot.pool is not None:  # the policy's regions only
             self.dm.capacity_left.labels(slot.pool, task.channel.value).set(slot.left)
 
-    def split(self, r: Route, fit: Fit, w: Writes) -> list[Leave]:
+    def split(self, r: Route, fit: Fit, w: Writes, went: float | None = None) -> list[Leave]:
         """The writes for what capacity made of a route (`fit`), and the merged moments
         that leave its group for another entry or for good. Each part goes as `part_id`
         says; the contact the route took is the sent part's, or given back; a moment
         dropped is counted as its own rule's. Out of a route whose moments may have gone
         out inside its candidate's carrier (`Writes.went_out`), a moment dropped and a
-        part moved to an id of its own are marked re-driven (`Leave.went_out`)."""
+        part moved to an id of its own are marked re-driven (`Leave.went_out`), dated by
+        the decision that may have sent them: `went`, when the route was fitted as of the
+        one a re-drive repeats (`within`), else this one (`Writes.now`)."""
         carrier, sub = r.carrier_id, r.task.subscriber_id
         for m in fit.dropped:
             self.gone(r.c, m, SuppressReason.CAPACITY, w)
@@ -251,9 +253,14 @@ class CapacityFitting:
         raw = r.c.stored()
         # Its moments may have gone out inside a carrier (`Writes.went_out`: re-driven, or
         # parked by a re-drive; a withdrawn one's lead, `TaskSink._kept`): a part moved to
-        # its own id is marked re-driven as it goes pending, as that lead is, dated by this
-        # decision, so that its drop, now or at its release, keeps their cooldowns. Unmarked,
-        # the part its full pool deferred gave them back when its release dropped it.
+        # its own id is marked re-driven as it goes pending, as that lead is, so that its
+        # drop, now or at its release, keeps their cooldowns. Unmarked, the part its full
+        # pool deferred gave them back when its release dropped it. Dated by the decision
+        # that may have sent them: a re-driven route's first (`went`, as it was fitted),
+        # not this re-drive's. Dated now, a re-drive past a moment's last send (workers
+        # down overnight) marked its part as one that went pending too late to have gone
+        # out (`sealed_alone`), and its batch read again gave back the cooldown its
+        # release's drop had kept (`TaskSink._dropped_before`).
         went_out = r.c.carrier_id in w.went_out
         leaves = [
             Leave(
@@ -263,7 +270,7 @@ class CapacityFitting:
                 to=to[m.task_id],
                 carries=carries,
                 went_out=went_out and to[m.task_id] == m.task_id,
-                went_at=w.now if went_out else None,
+                went_at=(w.now if went is None else went) if went_out else None,
             )
             for m in fit.send + fit.wait
             if to[m.task_id] != carrier

@@ -159,7 +159,9 @@ class Leave:
     (`sealed_alone`); None: the leave's. Its decision judged it sendable then and may
     publish it: marked at the leave's time instead, a moment at its last send, the leave
     a moment later (Redis retried), was judged by its next re-drive as never gone out,
-    and its drop gave back a cooldown the copy published may have spent."""
+    and its drop gave back a cooldown the copy published may have spent. A part capacity
+    split off a re-driven task: the decision that re-drive repeats, as of which it was
+    fitted (`CapacityFitting.split`)."""
 
 
 @dataclass(frozen=True)

@@ -239,3 +239,47 @@ async def test_a_rehomed_lead_a_cap_drops_whole_keeps_its_moments_cooldowns() ->
         sink.add(again)
         assert await sink.flush() == set()
     assert returns.pending == []
+
+
+HELD_SMS: dict[str, Any] = {**FULL_SMS, "merge": {"hold_channels": ["sms"]}}
+"""`FULL_SMS`, SMS held for the merge window: the SMS of rule `o` joins the one of `l`."""
+LATE = dt.datetime(2026, 12, 4, 10, 30, tzinfo=dt.UTC)
+
+
+async def test_a_part_a_late_redrive_splits_off_a_sealed_group_keeps_its_cooldown() -> None:
+    """`l` (11:00) held for the merge window, `o` (11:05, expiring the next day at 10:05)
+    joined it; the release at 11:31 died taking capacity, so the group may have gone out
+    whole under `l`'s id, as far as anyone can tell. Its re-drive comes the next day at
+    10:30, past `o`'s last send (10:00), and fits the group as of the decision it repeats
+    (11:31 the day before, `CapacityFitting.within`): the full SMS pool sends `l` as an
+    app push and moves `o` to its own id, waiting for 09:00 (then, before its last send).
+    That part is marked re-driven, so its release drops it `expired` keeping rule `o`'s
+    cooldown; its batch read again keeps it too. Before: the mark was dated by the
+    re-drive (10:30), past `o`'s last send, so the batch read again judged it never gone
+    out (`_dropped_before`) and gave the cooldown back the release had kept: the rule
+    could fire again for a customer the first copy may have reached."""
+    clock, stores, sink = sink_of(HELD_SMS, START)
+    returns = CollectedCooldownReturns(lambda: {"l", "o"})
+    sink.returns = returns
+    sink.add(moment(LEAD, Channel.SMS, "l", START, 72))
+    await sink.flush()
+    clock.now += 300
+    member = moment(OTHER, Channel.SMS, "o", START + dt.timedelta(minutes=5), 23)
+    sink.add(member)
+    await sink.flush()
+    assert await stores.ledger.state(OTHER) == "merged"
+    clock.now = START.timestamp() + 31 * 60
+    with crashing(stores.slots, "take_many"):
+        await sink.release_due()
+    assert await stores.ledger.state(LEAD) == "pending"
+
+    clock.now = LATE.timestamp()
+    assert await sink.redrive(GRACE_S) == 1
+    assert published(producer_of(sink)) == [(LEAD, "app_push", [])]
+    assert await stores.ledger.state(OTHER) == "deferred"
+    clock.now += 60
+    await sink.release_due()
+    assert await stores.ledger.state(OTHER) == "dropped"
+    assert returns.pending == []
+    sink.add(member)  # its batch read again
+    assert await sink.flush() == set()

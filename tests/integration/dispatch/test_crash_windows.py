@@ -695,6 +695,77 @@ class TestPartSplitOffARehomedLead:
         ]
 
 
+class TestPartALateRedriveSplitsOffASealedGroup:
+    async def test_its_batch_read_again_keeps_its_cooldown(self, make_worker: MakeWorker) -> None:
+        """An SMS of rule `o` (its last send five minutes past midnight) joined one of rule
+        `l` held for the merge window; the release an hour on died taking capacity, so the
+        group may have gone out whole under `l`'s id. Its re-drive comes past `o`'s last
+        send (workers down overnight) and fits the group as of that release: no SMS goes
+        out that day, so `l` goes as its fallback app push and `o` moves to its own id,
+        waiting for midnight (then, before its last send); released, `o` is dropped
+        `expired`, its cooldown kept, and its batch read again keeps it too. Before: the
+        part's `redriven:<id>` mark was dated by the re-drive, past `o`'s last send, and
+        the batch read again gave back the cooldown (`_dropped_before`)."""
+        policy = DispatchPolicy.model_validate(
+            {
+                "timezone": "UTC",
+                "capacity": {"*": {"sms": 0}},
+                "reserved_share": 0,
+                "next_day_at": "00:00",
+                "merge": {"hold_channels": ["sms"]},
+                "overflow": {
+                    "l": {"policy": "fallback", "channel": "app_push"},
+                    "o": {"policy": "defer"},
+                },
+            }
+        )
+        released = time.time() + 3600  # past the merge window
+        midnight = dt.datetime.combine(
+            dt.datetime.fromtimestamp(released, dt.UTC).date() + dt.timedelta(days=1),
+            dt.time(0, 0),
+            tzinfo=dt.UTC,
+        )
+        lead, other = "ca" * 16, "cb" * 16
+        member = task(
+            other, sub=SUB, moment_type="o", expires_at=midnight + dt.timedelta(minutes=10)
+        )
+        w = make_worker(policy)
+        await w.send(task(lead, sub=SUB, moment_type="l", priority=2), member)
+        assert [await w.ledger.state(i) for i in (lead, other)] == ["deferred", "merged"]
+
+        dying = make_worker(policy)
+        slots = dying.sink.stores.slots
+        dying.sink.clock = lambda: released
+
+        async def dies(*args: Any, **kwargs: Any) -> Any:
+            raise CrashError("slots.take_many")
+
+        slots.take_many = dies  # type: ignore[method-assign]
+        try:
+            with pytest.raises(CrashError):
+                await dying.sink.release_due()
+        finally:
+            del slots.take_many
+        assert await w.ledger.state(lead) == "pending"
+
+        fresh = make_worker(policy)
+        returns = CollectedCooldownReturns(lambda: {"l", "o"})
+        fresh.sink.returns = returns
+        late = midnight.timestamp() + 3600
+        fresh.sink.clock = lambda: late
+        # pending since the release, an hour ahead of the stores' clock
+        assert await fresh.sink.redrive(older_than=-3600.0 - 60) == 1
+        assert [await w.ledger.state(i) for i in (lead, other)] == ["sent", "deferred"]
+        await fresh.sink.release_due(now=late + 60)
+        assert await w.ledger.state(other) == "dropped"
+        assert returns.pending == []
+        fresh.sink.add(member)  # its batch read again
+        assert await fresh.sink.flush() == set()
+        assert [(t["task_id"], t["channel"]) for t in await published(w.settings, 1)] == [
+            (lead, "app_push")
+        ]
+
+
 class TestPolicyReloadedBeforeTheRedrive:
     async def test_a_fallback_for_a_full_pool_goes_again_as_the_fallback_under_a_raised_limit(
         self, make_worker: MakeWorker
