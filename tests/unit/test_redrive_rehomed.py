@@ -283,3 +283,56 @@ async def test_a_part_a_late_redrive_splits_off_a_sealed_group_keeps_its_cooldow
     assert returns.pending == []
     sink.add(member)  # its batch read again
     assert await sink.flush() == set()
+
+
+FULL_CALLS: dict[str, Any] = {
+    "timezone": "UTC",
+    "capacity": {"*": {"outbound_call": 0}},
+    "reserved_share": 0,
+    "overflow": {"a": {"policy": "defer"}},
+}
+"""No call goes out: a call of rule `a` waits for the next day (09:00)."""
+THIRD = "a6" * 16
+
+
+async def test_a_part_a_late_redrive_sends_off_a_sealed_group_goes_out_once() -> None:
+    """The call (rule `a`, 11:00) held for the merge window, two SMS moments joined it
+    (11:05: `o`, leading them, its last send the next day at 10:00, and `p`); the release
+    at 11:31 died taking capacity, so the group may have gone out whole under the call's
+    id. Its re-drive the next day at 10:30 fits it as of that release: no call goes out
+    that day, so the call waits and the SMS moments go now under `o`'s id, as they were
+    kept (sealed); that re-drive dies before its confirm. The second re-drive finds `o`
+    past its last send and, the part dated by the decision it repeats (11:31, when `o`
+    was sendable), judges it as one that may have gone out: `o` is dropped `expired` and
+    `p` with it. Before: the part's mark was dated 10:30, past `o`'s last send, so the
+    second re-drive judged it never gone out and sent `p` again under its own id, to a
+    customer the part had reached: a second contact."""
+    clock, stores, sink = sink_of(FULL_CALLS, START)
+    sink.add(moment(CALL, Channel.OUTBOUND_CALL, "a", START, 72))
+    await sink.flush()
+    clock.now += 300
+    made = START + dt.timedelta(minutes=5)
+    lead = moment(LEAD, Channel.SMS, "o", made, 23).model_copy(update={"priority": 2})
+    for member in (lead, moment(THIRD, Channel.SMS, "p", made, 72)):
+        sink.add(member)
+        await sink.flush()
+    assert [await stores.ledger.state(i) for i in (LEAD, THIRD)] == ["merged", "merged"]
+    clock.now = START.timestamp() + 31 * 60
+    with crashing(stores.slots, "take_many"):
+        await sink.release_due()
+    assert await stores.ledger.state(CALL) == "pending"
+
+    clock.now = LATE.timestamp()
+    with crashing(stores.ledger, "confirm"):
+        await sink.redrive(GRACE_S)
+    assert published(producer_of(sink)) == [(LEAD, "sms", [THIRD])]
+    assert [await stores.ledger.state(i) for i in (CALL, LEAD)] == ["deferred", "pending"]
+
+    clock.now += GRACE_S + 10
+    assert await sink.redrive(GRACE_S) == 1
+    assert [await stores.ledger.state(i) for i in (LEAD, THIRD)] == ["dropped", "dropped"]
+    # The call, due since 09:00, goes out whole from the park the first re-drive made.
+    assert published(producer_of(sink)) == [
+        (LEAD, "sms", [THIRD]),
+        (CALL, "outbound_call", []),
+    ]

@@ -766,6 +766,76 @@ class TestPartALateRedriveSplitsOffASealedGroup:
         ]
 
 
+class TestPartALateRedriveSendsOffASealedGroup:
+    async def test_its_second_redrive_sends_nothing_again(self, make_worker: MakeWorker) -> None:
+        """A call (rule `a`) held for the merge window, two SMS moments joined it (`o`,
+        leading them, its last send five minutes past midnight, and `p`); the release an
+        hour on died taking capacity. The re-drive, past `o`'s last send, fits the group as
+        of that release: no call goes out that day, so the call waits and the SMS moments
+        go now under `o`'s id; that re-drive dies before its confirm. The second re-drive
+        judges the part by the decision the first repeated, when `o` was sendable: it may
+        have gone out, so `o` is dropped `expired` and `p` with it. Before: the part's mark
+        was dated by the first re-drive, past `o`'s last send, and `p` went out a second
+        time under its own id."""
+        policy = DispatchPolicy.model_validate(
+            {
+                "timezone": "UTC",
+                "capacity": {"*": {"outbound_call": 0}},
+                "reserved_share": 0,
+                "next_day_at": "00:00",
+                "overflow": {RULE: {"policy": "defer"}},
+            }
+        )
+        released = time.time() + 3600  # past the merge window
+        midnight = dt.datetime.combine(
+            dt.datetime.fromtimestamp(released, dt.UTC).date() + dt.timedelta(days=1),
+            dt.time(0, 0),
+            tzinfo=dt.UTC,
+        )
+        call, lead, other = "cc" * 16, "cd" * 16, "ce" * 16
+        w = make_worker(policy)  # calls held for the merge window
+        await w.send(task(call, sub=SUB, channel=Channel.OUTBOUND_CALL))
+        ends = midnight + dt.timedelta(minutes=10)
+        await w.send(task(lead, sub=SUB, moment_type="o", priority=2, expires_at=ends))
+        await w.send(task(other, sub=SUB, moment_type="p"))
+        assert [await w.ledger.state(i) for i in (lead, other)] == ["merged", "merged"]
+
+        dying = make_worker(policy)
+        slots = dying.sink.stores.slots
+        dying.sink.clock = lambda: released
+
+        async def dies(*args: Any, **kwargs: Any) -> Any:
+            raise CrashError("slots.take_many")
+
+        slots.take_many = dies  # type: ignore[method-assign]
+        try:
+            with pytest.raises(CrashError):
+                await dying.sink.release_due()
+        finally:
+            del slots.take_many
+        assert await w.ledger.state(call) == "pending"
+
+        late = midnight.timestamp() + 3600
+        first = make_worker(policy)
+        first.sink.ledger = crashing(first.sink.stores, "ledger", "confirm").ledger
+        first.sink.clock = lambda: late
+        with pytest.raises(CrashError):
+            # pending since the release, an hour ahead of the stores' clock
+            await first.sink.redrive(older_than=-3600.0 - 60)
+        assert [await w.ledger.state(i) for i in (call, lead)] == ["deferred", "pending"]
+
+        second = make_worker(policy)
+        second.sink.clock = lambda: late + 120
+        # `o` pending since the first re-drive, at its clock
+        assert await second.sink.redrive(older_than=time.time() - late - 60) == 1
+        assert [await w.ledger.state(i) for i in (lead, other)] == ["dropped", "dropped"]
+        sent = await published(w.settings, 2)
+        assert [(t["task_id"], t["channel"]) for t in sent] == [
+            (lead, "sms"),
+            (call, "outbound_call"),
+        ]
+
+
 class TestPolicyReloadedBeforeTheRedrive:
     async def test_a_fallback_for_a_full_pool_goes_again_as_the_fallback_under_a_raised_limit(
         self, make_worker: MakeWorker
