@@ -336,3 +336,23 @@ async def test_a_part_a_late_redrive_sends_off_a_sealed_group_goes_out_once() ->
         (LEAD, "sms", [THIRD]),
         (CALL, "outbound_call", []),
     ]
+
+
+async def test_a_rehomed_lead_sent_under_its_own_id_is_withdrawn_when_dropped() -> None:
+    """The SMS moment re-homed after the withdrawn call goes out under its own id at the
+    SMS opening, and that release dies before its confirm; the customer then opts out of
+    SMS: the re-drive drops it `opt_out` and withdraws it under its own id, which may have
+    reached the consumer. The mark its leave wrote (kept by the re-drive's claim) cannot
+    tell this lead from one never published under its id, which is withdrawn too, a
+    notice of an id no consumer saw; told apart, this one must still be withdrawn."""
+    clock, stores, sink, returns = await withdrawn_and_rehomed()
+    clock.now = OPENS.timestamp()
+    with crashing(stores.ledger, "confirm"):
+        await sink.release_due()
+    assert published(producer_of(sink))[1:] == [(SMS, "sms", [])]
+    await opt_out(sink, clock.now + 5, ["sms"])
+    clock.now += GRACE_S + 10
+    assert await sink.redrive(GRACE_S) == 1
+    assert await stores.ledger.state(SMS) == "dropped"
+    assert withdrawn(producer_of(sink)) == [(CALL, "opt_out"), (SMS, "opt_out")]
+    assert returns.pending == []
