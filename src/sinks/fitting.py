@@ -259,8 +259,9 @@ class CapacityFitting:
         # that may have sent them: a re-driven route's first (`went`, as it was fitted),
         # not this re-drive's. Dated now, a re-drive past a moment's last send (workers
         # down overnight) marked its part as one that went pending too late to have gone
-        # out (`sealed_alone`), and its batch read again gave back the cooldown its
-        # release's drop had kept (`TaskSink._dropped_before`).
+        # out (`sealed_alone`): its batch read again gave back the cooldown its release's
+        # drop had kept (`TaskSink._dropped_before`), and a part that re-drive sent and
+        # died before confirming was re-driven unsealed, its other moments sent again.
         went_out = r.c.carrier_id in w.went_out
         leaves = [
             Leave(
