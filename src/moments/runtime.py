@@ -331,7 +331,8 @@ class Runtime:
             withdrawals_topic=s.topic("task_withdrawals"),
         )
         self.dead_letters = DeadLetterSink(producer, s.topic("deadletter"), self.metrics)
-        for needed in (s.topic("tasks"), s.topic("deadletter")):  # at 0: panels read 0
+        needed_topics = (s.topic("tasks"), s.topic("deadletter"), changelog_topic(s))
+        for needed in needed_topics:  # at 0: panels read 0
             self.metrics.topic_missing.labels(needed)
         self.metrics.rules_loaded.set(len(self.detector.rules))
         self._declare_series(self.detector.rules)
@@ -612,7 +613,13 @@ class Runtime:
 
             try:
                 written = await with_retry(
-                    write, Dependency.KAFKA, self.metrics, "writing the state changelog"
+                    write,
+                    Dependency.KAFKA,
+                    self.metrics,
+                    "writing the state changelog",
+                    # Deleted since the start: held, named with its own fix, not an outage.
+                    needed_topic=store.changelog_topic,
+                    topic_fix=changelog_fix(self.settings, store.changelog_topic),
                 )
             except BaseException:
                 store.discard(saved)
@@ -663,6 +670,22 @@ class Runtime:
                     "moments make tasks",
                     self.detector.live_from.isoformat(),
                 )
+
+
+def changelog_fix(settings: Settings, topic: str) -> str:
+    """How to make the state changelog `topic` again once it was deleted under running
+    workers, for the line of a write held on it (`sinks.retry.with_retry`, `topic_fix`).
+    Not an output topic's "restart a worker": a worker restarted first restores its
+    partitions from the empty topic it makes, and knows none of their subscribers."""
+    return (
+        f"create it again, compacted, with MOMENTS_PARTITIONS partitions, before any worker "
+        f"restarts: kafka-topics.sh --bootstrap-server {settings.kafka_bootstrap} --create "
+        f"--topic {topic} --partitions {settings.partitions} --replication-factor "
+        f"{settings.replication_factor} --config cleanup.policy=compact; the held write "
+        "then goes through. The state records written before the deletion are gone from "
+        "Kafka: the running workers keep theirs, a worker that restores a partition from "
+        'the topic does not (docs/operations.md, "MomentsTopicMissing")'
+    )
 
 
 class UnknownChannels:

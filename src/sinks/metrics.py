@@ -414,7 +414,8 @@ class Metrics:
             "moments_topic_missing",
             "Writes held because the broker has no such topic (UNKNOWN_TOPIC_OR_PARTITION "
             "five times in a row: deleted after the worker started), by topic: the tasks "
-            "and dead-letter topics, whose batch waits for them, its offsets not committed; "
+            "and dead-letter topics and the state changelog, whose batch waits for them, "
+            "its offsets not committed; "
             "Kafka answers, so moments_dependency_up stays 1; 0 when none is held",
             ["topic"],
             registry=r,

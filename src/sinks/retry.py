@@ -360,6 +360,7 @@ async def with_retry(
     log_refusal: bool = True,
     missing_topic: str | None = None,
     needed_topic: str | None = None,
+    topic_fix: str = RECREATE_TOPIC,
 ) -> T:
     """Await `call()` until it succeeds; back off between failures of a dependency away
     or busy (`retried`; forever: the caller decides when to give up by cancelling). Any
@@ -374,6 +375,8 @@ async def with_retry(
     a broker away: `moments_dependency_up` 1, not counted in
     `moments_dependency_errors_total`, the call counted in `moments_topic_missing{topic}`
     while it is held, and a line naming the topic and its fix (`_say_held`, throttled).
+    `topic_fix`: how to make `needed_topic` again, for that line (the state changelog's
+    differs from an output topic's: `moments.runtime.changelog_fix`).
     `log_refusal=False`: the caller logs a Kafka refusal itself, the note included (what
     it publishes is owed: `sinks.steps.note_owed_refusal`, `TimerSteps`); logged here too,
     each refusal made two ERROR lines, and a batch's one an unthrottled line per batch."""
@@ -402,7 +405,7 @@ async def with_retry(
                         held, missed = needed_topic, True
                     up.set(1)  # the broker answered: no outage
                     attempt += 1
-                    _say_held(needed_topic, what, unknown, delay)
+                    _say_held(needed_topic, what, unknown, delay, topic_fix)
                     await asyncio.sleep(delay)
                     delay = min(max_delay, delay * 2)
                     continue
@@ -485,7 +488,7 @@ def _say_missing(exc: Exception, topic: str, what: str, times: int, log_refusal:
         log.error("%s (%s)", exc, note.removeprefix("moments: "))
 
 
-def _say_held(topic: str, what: str, times: int, delay: float) -> None:
+def _say_held(topic: str, what: str, times: int, delay: float, fix: str = RECREATE_TOPIC) -> None:
     """The line of a write held on a missing `needed_topic`, throttled per topic
     (`HELD_THROTTLE`): logged as a broker away, it sent ops to look at a broker that
     answers."""
@@ -498,7 +501,7 @@ def _say_held(topic: str, what: str, times: int, delay: float) -> None:
         what,
         times,
         delay,
-        RECREATE_TOPIC,
+        fix,
     )
 
 
