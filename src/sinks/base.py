@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Collection, Sequence
 from typing import Any, Protocol
 
 Headers = list[tuple[str, bytes | None]]
@@ -36,13 +36,115 @@ class BatchProducer(Protocol):
     async def send_batch(self, batch: Any, topic: str, *, partition: int) -> Awaitable[Any]: ...
 
 
-async def produce_all(producer: Producer, messages: Sequence[Message]) -> None:
-    """Send every (topic, key, value, headers) and wait for all acknowledgements."""
+DELIVERY_TIMEOUT_S = 120.0
+"""How long a write's acknowledgements are awaited (`acknowledged`) before the write is
+a failed try, raised for `sinks.retry.with_retry` to count and retry: Kafka's own
+`delivery.timeout.ms` default. aiokafka has no delivery timeout: an idempotent producer
+retries a batch for as long as its partition has a leader (`Sender._can_retry` never
+expires it), so a write whose broker keeps answering a retriable error (a topic deleted
+while the producer's metadata still names a leader, too few in-sync replicas) hung with
+no error at all: no `moments_topic_missing`, no `moments_dependency_up` 0. Above the
+producer's `request_timeout_ms` (40 s), by which a plain producer expires a batch itself
+with the broker's error, which says more than a timeout."""
+
+
+async def produce_all(
+    producer: Producer, messages: Sequence[Message], deadline_s: float | None = None
+) -> None:
+    """Send every (topic, key, value, headers) and wait for all acknowledgements, at most
+    `deadline_s` (`acknowledged`)."""
     futures = [
         await producer.send(topic, value=value, key=key, headers=headers)
         for topic, key, value, headers in messages
     ]
-    await asyncio.gather(*futures)
+    await acknowledged(producer, futures, {m[0] for m in messages}, deadline_s)
+
+
+async def acknowledged(
+    producer: object,
+    futures: Sequence[Awaitable[Any]],
+    topics: Collection[str],
+    deadline_s: float | None = None,
+    return_exceptions: bool = False,
+) -> list[Any]:
+    """The acknowledgements of a write to `topics`, in order, as `asyncio.gather` gives
+    them, but within `deadline_s`. Those still awaited then are cancelled (aiokafka
+    leaves a future it finds done alone) and the write fails: with
+    UnknownTopicOrPartitionError when the broker, asked afresh, no longer has one of
+    `topics` (a topic deleted: `sinks.retry` counts it towards a missing topic), else
+    with KafkaTimeoutError (a broker away or failing: retried as one). Cancelled, it
+    cancels them all, as gather did. `deadline_s` None: `DELIVERY_TIMEOUT_S`."""
+    waited = [asyncio.ensure_future(f) for f in futures]
+    if not waited:
+        return []
+    if deadline_s is None:
+        deadline_s = DELIVERY_TIMEOUT_S
+    try:
+        _, pending = await asyncio.wait(waited, timeout=deadline_s)
+    except asyncio.CancelledError:
+        for future in waited:
+            future.cancel()
+        raise
+    if pending:
+        for future in pending:
+            future.cancel()
+        for future in waited:  # each error retrieved: no "never retrieved" line
+            if not future.cancelled():
+                future.exception()
+        raise await _unacknowledged(producer, topics, len(pending), deadline_s)
+    if return_exceptions:
+        return [f.exception() or f.result() for f in waited]
+    failed = [e for f in waited if (e := f.exception()) is not None]  # each retrieved
+    if failed:
+        raise failed[0]
+    return [f.result() for f in waited]
+
+
+async def gone_topics(producer: object, topics: Collection[str], wait_s: float) -> list[str]:
+    """Which of `topics` the broker says it does not have, asked afresh through the
+    producer's own client (aiokafka's `client.add_topic` and `force_metadata_update`);
+    none when the producer has no such client or the broker does not answer within
+    `wait_s`."""
+    client = getattr(producer, "client", None)
+    if client is None:
+        return []
+    for topic in topics:  # asked for, tracked or not (a write to it tracks it already)
+        client.add_topic(topic)
+    try:
+        async with asyncio.timeout(wait_s):
+            answered = await client.force_metadata_update()
+    except (TimeoutError, OSError):
+        return []
+    except Exception as exc:  # aiokafka's errors: the broker away, not an answer
+        from aiokafka.errors import KafkaError
+
+        if isinstance(exc, KafkaError):
+            return []
+        raise
+    if not answered:
+        return []
+    return sorted(t for t in topics if client.cluster.partitions_for_topic(t) is None)
+
+
+async def _unacknowledged(
+    producer: object, topics: Collection[str], waiting: int, deadline_s: float
+) -> Exception:
+    """The error of a write with `waiting` acknowledgements still awaited at its deadline."""
+    from aiokafka.errors import KafkaTimeoutError, UnknownTopicOrPartitionError
+
+    said = f"{waiting} write(s) to {', '.join(sorted(topics))} not acknowledged in {deadline_s:g} s"
+    gone = await gone_topics(producer, topics, deadline_s)
+    error: Exception
+    if gone:
+        error = UnknownTopicOrPartitionError(
+            f"{said}, and the broker no longer has {', '.join(gone)} (deleted?)"
+        )
+    else:
+        error = KafkaTimeoutError(
+            f"{said}: the producer retries them without end (an idempotent producer does "
+            "not expire a batch while its partition has a leader); taken as the broker away"
+        )
+    return error
 
 
 async def produce_to_partitions(
@@ -50,6 +152,7 @@ async def produce_to_partitions(
     topic: str,
     records: Sequence[tuple[int, bytes, bytes | None]],
     headers: Sequence[list[tuple[str, bytes]]] | None = None,
+    deadline_s: float | None = None,
 ) -> dict[int, int]:
     """Send every (partition, key, value) to `topic` and wait for all acknowledgements;
     returns, per partition, the first offset of the last batch written there: every
@@ -61,7 +164,8 @@ async def produce_to_partitions(
     record per subscriber of the batch, and `send`'s per-record future and queueing cost
     ~17 µs of CPU each against ~2.5 µs appended to a batch (4,000 records of 500 bytes on
     Tansu). Records keep their order within a partition. `headers`, when given, holds
-    each record's headers, in the order of `records`."""
+    each record's headers, in the order of `records`. Acknowledged within `deadline_s`,
+    or the write fails (`acknowledged`)."""
     by_partition: dict[int, list[tuple[bytes, bytes | None, list[tuple[str, bytes]]]]] = {}
     none: list[tuple[str, bytes]] = []  # aiokafka's batch wants a list (and keeps none)
     for n, (partition, key, value) in enumerate(records):
@@ -82,7 +186,8 @@ async def produce_to_partitions(
         sent.append(partition)
         futures.append(await _send_closed(producer, batch, topic, partition))
     last: dict[int, int] = {}
-    for partition, written in zip(sent, await asyncio.gather(*futures), strict=True):
+    answers = await acknowledged(producer, futures, (topic,), deadline_s)
+    for partition, written in zip(sent, answers, strict=True):
         if written is not None:  # RecordMetadata: the batch's first offset
             last[partition] = max(last.get(partition, -1), written.offset)
     return last

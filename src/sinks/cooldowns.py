@@ -8,7 +8,7 @@ from typing import Protocol
 
 from moments.cooldowns import CooldownReturn
 from moments.partitioning import partition_of
-from sinks.base import Producer
+from sinks.base import Producer, acknowledged
 from sinks.metrics import Dependency, Metrics
 from sinks.retry import with_retry
 
@@ -73,8 +73,7 @@ class KafkaCooldownReturns(_OfCooledRules):
                 )
                 for r in wanted
             ]
-            for future in futures:
-                await future
+            await acknowledged(self.producer, futures, (self.topic,))  # within a deadline
 
         # A refusal is logged by every caller (`OwedReturns.send`, `TimerSteps`): once.
         await with_retry(

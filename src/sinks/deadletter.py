@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 from moments.decoding import MAX_MESSAGE_BYTES
 from moments.records import DeadLetter, RawRecord
-from sinks.base import Headers, Message, Producer
+from sinks.base import Headers, Message, Producer, acknowledged
 from sinks.metrics import Dependency, Metrics, OversizeOutcome
 from sinks.retry import with_retry
 
@@ -155,7 +155,8 @@ async def send_refusing_size(producer: Producer, messages: Sequence[Message]) ->
             refused.append(n)
             continue
         sent.append((n, asyncio.ensure_future(future)))
-    results = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
+    topics = {m[0] for m in messages}
+    results = await acknowledged(producer, [f for _, f in sent], topics, return_exceptions=True)
     for (n, _), result in zip(sent, results, strict=True):
         if isinstance(result, too_large):
             refused.append(n)
