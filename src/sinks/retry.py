@@ -227,6 +227,8 @@ def not_retried_note(exc: BaseException, dependency: Dependency, what: str) -> s
     missing = missing_in_aiokafka(exc)
     if missing is not None:
         return f"{head}: {missing}, and waiting will not fix it"
+    if unknown_partition(exc):
+        return f"{head}: {FEWER_PARTITIONS}, and waiting will not fix it"
     if isinstance(exc, BUGS):
         return (
             f"{head}: a bug in moments, and waiting will not fix it; report it with this traceback"
@@ -259,6 +261,25 @@ def missing_in_aiokafka(exc: BaseException) -> str | None:
             "the worker's environment, or have the producers use gzip"
         )
     return None
+
+
+FEWER_PARTITIONS = (
+    "the topic has no such partition (aiokafka's `Unrecognized partition`): it has fewer "
+    "partitions than MOMENTS_PARTITIONS, most likely deleted under the worker and made "
+    "again by a broker that creates topics on use, with its own count "
+    "(auto.create.topics.enable and num.partitions; Tansu makes 4). Delete it and create it "
+    "with MOMENTS_PARTITIONS partitions (the state changelog compacted: docs/operations.md, "
+    '"MomentsTopicMissing"), then restart the worker'
+)
+"""What `not_retried_note` says of `unknown_partition`: no bug of moments', though it is an
+AssertionError."""
+
+
+def unknown_partition(exc: BaseException) -> bool:
+    """Whether `exc` is aiokafka's check that a write's chosen partition is in the topic's
+    metadata (`AIOKafkaProducer._partition`, `send_batch` to the state changelog, or a
+    `send` with a partition: the cooldown returns)."""
+    return isinstance(exc, AssertionError) and str(exc) == "Unrecognized partition"
 
 
 _PIPELINE_ERROR = " of pipeline caused error: "

@@ -13,9 +13,11 @@ fix."""
 from __future__ import annotations
 
 import logging
+import types
 from collections.abc import Sequence
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka import errors as k
 
 from moments import runtime as runtime_module
@@ -131,3 +133,51 @@ class TestTheChangelogDeleted:
         assert "--config cleanup.policy=compact" in line
         assert f"--topic {CHANGELOG} " in line
         assert "restart a worker" not in line
+
+
+class _RecreatedSmaller:
+    """`produce_to_partitions` once a broker that creates topics on use made the deleted
+    changelog again with fewer partitions (Tansu: 4; Kafka: num.partitions): aiokafka's own
+    check of the write's partition against the topic's metadata raises."""
+
+    def __init__(self, partitions: int) -> None:
+        self._metadata = types.SimpleNamespace(
+            partitions_for_topic=lambda _: set(range(partitions))
+        )
+
+    async def __call__(
+        self,
+        _producer: object,
+        topic: str,
+        records: Sequence[tuple[int, bytes, bytes | None]],
+        headers: object = None,
+    ) -> dict[int, int]:
+        for partition, _, _ in records:
+            AIOKafkaProducer._partition(self, topic, partition, None, None, None, None)
+        return {}
+
+
+class TestTheChangelogMadeAgainSmaller:
+    async def test_the_worker_stops_saying_why_not_a_bug_of_moments(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """aiokafka's `AssertionError: Unrecognized partition` was noted as a bug in
+        moments ("report it with this traceback"); it is a topic with too few partitions,
+        which only making it again fixes (probed on Tansu: a changelog of 6 partitions
+        deleted, then written to partition 5)."""
+        metrics = Metrics()
+        write = _RecreatedSmaller(4)
+        runtime = _runtime(monkeypatch, metrics, _DeletedChangelog(0))
+        monkeypatch.setattr(runtime_module, "produce_to_partitions", write)
+
+        class _ToPartition5(_ChangelogStore):
+            def save(self, changes: object, generation: object = None) -> StateWrite:
+                return StateWrite(records=[(5, SUB.encode(), b"{}")])
+
+        result = BatchResult(changes={SUB: StateChange(SubscriberState(watermark=9), 0)})
+        with pytest.raises(AssertionError, match="Unrecognized partition") as raised:
+            await runtime._publish(result, _ToPartition5())
+        notes = " ".join(getattr(raised.value, "__notes__", []))
+        assert "fewer partitions than MOMENTS_PARTITIONS" in notes
+        assert "auto.create.topics.enable" in notes
+        assert "a bug in moments" not in notes
