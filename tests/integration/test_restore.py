@@ -77,6 +77,43 @@ async def changelog_holds(
         await asyncio.sleep(0.2)
 
 
+STANDBY_READ = re.compile(
+    r"Recovery message topic (?:TP|TopicPartition)\(topic='(?P<topic>[^']+)', "
+    r"partition=(?P<partition>\d+)\) offset (?P<offset>\d+)"
+)
+"""Faust's DEBUG line for each changelog record its recovery reads: after a worker's own
+recovery, only standby partitions are read so (its active ones it writes itself)."""
+
+
+async def standbys_read(
+    settings: Settings, workers: list[WorkerProcess], wait_s: float = 60.0
+) -> None:
+    """Until, for each partition of the subscribers' changelog, a worker's standby has read
+    it to its end: every partition is another worker's standby, so each standby has read
+    the other's changelog. The workers log at DEBUG. Faust keeps what a standby read in a
+    buffer (written to the store at the next rebalance, or by the thousand), so the
+    store's files cannot tell: its log can. The end is the broker's (on Tansu the first
+    offset of the partition's last batch plus one: a fetch that reached it read the whole
+    batch)."""
+    topic = f"{settings.app_id}-subscribers-changelog"
+    tps: dict[TP, int | None] = {TP(topic, p): None for p in range(settings.partitions)}
+    read = await read_changelog(settings.bootstrap_servers, kafka_client_kwargs(settings), tps)
+    last = {tp.partition: part.end - 1 for tp, part in read.items()}
+    deadline = time.monotonic() + wait_s
+    while True:
+        seen = dict.fromkeys(last, -1)
+        for worker in workers:
+            for line in STANDBY_READ.finditer(worker.log()):
+                if line["topic"] == topic:
+                    p = int(line["partition"])
+                    seen[p] = max(seen.get(p, -1), int(line["offset"]))
+        behind = {p: (seen[p], end) for p, end in last.items() if seen[p] < end}
+        if not behind:
+            return
+        assert time.monotonic() < deadline, f"standbys behind (read, end): {behind}"
+        await asyncio.sleep(0.2)
+
+
 async def test_the_newest_value_per_key_and_where_each_partition_ends(
     make_settings: Callable[..., Any],
 ) -> None:
@@ -183,19 +220,26 @@ async def test_a_rocksdb_standby_leaves_the_partitions_new_owner_only_the_tail(
     of the copy's offset (Tansu's end offset is below a batch's last record), and the
     state is all there (a second roaming to the same country is no first roaming)."""
     first_port, second_port = free_port(), free_port()
-    settings = make_settings(metrics_port=first_port, store="rocksdb")
+    # DEBUG: Faust's line for each changelog record a standby reads (`standbys_read`).
+    settings = make_settings(metrics_port=first_port, store="rocksdb", log_level="DEBUG")
     await topics_for(settings)
     first = start_worker(settings)
     await wait_for_metric(first_port, "moments_consumer_rebalance_seconds_count", {}, 1, 90)
     second = start_worker(
-        make_settings(metrics_port=second_port, store="rocksdb", data_dir=tmp_path / "second")
+        make_settings(
+            metrics_port=second_port,
+            store="rocksdb",
+            log_level="DEBUG",
+            data_dir=tmp_path / "second",
+        )
     )
     await wait_for_metric(second_port, "moments_consumer_rebalance_seconds_count", {}, 1, 90)
     await wait_for_metric(first_port, "moments_consumer_rebalance_seconds_count", {}, 2, 90)
     subscribers = [str(13_800_000_000 + n) for n in range(60)]  # both partitions
     await produce(settings, [roaming(f"e{n}", sub, "JP") for n, sub in enumerate(subscribers)])
     assert len(await read_topic(settings, "tasks", count=len(subscribers), wait_s=90)) == 60
-    await asyncio.sleep(4)  # each standby has read the other's changelog
+    await changelog_holds(settings, {sub.encode(): True for sub in subscribers})
+    await standbys_read(settings, [first, second])
     assert FAUST_READS_STANDBYS in first.log(), first.log()[-3000:]
     before = first.log()
     counted = await metric_value(first_port, "moments_events_total")
