@@ -14,6 +14,7 @@ import contextlib
 import datetime as dt
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -37,6 +38,7 @@ from moments.embedded import (
     TansuBroker,
     death_signal_preexec,
     free_port,
+    pid_listens_on,
 )
 from moments.embedded_run import REBALANCE_SECONDS, all_topics
 from moments.metrics_server import scrape
@@ -248,9 +250,8 @@ def detector_consume(
 ) -> tuple[Measurement, float, Latency | None]:
     """A worker subprocess over the same topics: (rate, peak RSS in MiB, latency at
     `offered` events/s, by default half the measured rate)."""
-    port = free_port()
     log_path = workdir / "worker.log"
-    proc = start_worker(settings, workdir / "data", port, log_path)
+    proc, port = start_serving_worker(settings, workdir / "data", log_path)
     try:
         started = 0.0
         seen = 0.0
@@ -286,6 +287,77 @@ def detector_consume(
         return measured, _peak_rss_mib(proc.pid), latency
     finally:
         stop_worker(proc)
+
+
+PORT_ATTEMPTS = 5
+"""Ports a worker is started on before the bench gives up (`start_serving_worker`)."""
+
+METRICS_PORT_TAKEN = re.compile(r"cannot serve /metrics on \S+: Address already in use")
+"""What a worker says, and exits 2 on, when its MOMENTS_METRICS_PORT is taken."""
+
+
+def start_serving_worker(
+    settings: Settings, data_dir: Path, log_path: Path, wait_s: float = 60.0
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A `moments worker` subprocess serving /metrics on a free port: (process, port)."""
+    [started] = start_serving_workers([(settings, data_dir, log_path)], wait_s)
+    return started
+
+
+def start_serving_workers(
+    workers: list[tuple[Settings, Path, Path]], wait_s: float = 60.0
+) -> list[tuple[subprocess.Popen[bytes], int]]:
+    """`moments worker` subprocesses (settings, data folder, log file each), all started
+    before any is waited for, each serving /metrics on a free port: (process, port) each.
+
+    `free_port` only says a port was free a moment ago; another process (a test running
+    beside, another bench) may bind it before the worker does, and the worker then exits
+    naming the port. Such a worker is started again on another port, up to
+    `PORT_ATTEMPTS` times. Returns once each worker holds its port (where /proc tells)."""
+    started: list[tuple[subprocess.Popen[bytes], int]] = []
+    try:
+        for settings, data_dir, log_path in workers:
+            port = free_port()
+            started.append((start_worker(settings, data_dir, port, log_path), port))
+        for n, (settings, data_dir, log_path) in enumerate(workers):
+            for attempt in range(1, PORT_ATTEMPTS + 1):
+                proc, port = started[n]
+                if _serves_metrics(proc, port, log_path, wait_s):
+                    break
+                if attempt == PORT_ATTEMPTS:
+                    raise RuntimeError(
+                        f"the worker found {PORT_ATTEMPTS} free ports in turn taken by the "
+                        f"time it bound /metrics; see {log_path}"
+                    )
+                port = free_port()
+                started[n] = (start_worker(settings, data_dir, port, log_path), port)
+    except BaseException:
+        for proc, _ in started:
+            stop_worker(proc)
+        raise
+    return started
+
+
+def _serves_metrics(
+    proc: subprocess.Popen[bytes], port: int, log_path: Path, wait_s: float
+) -> bool:
+    """True once the worker holds `port` (or where /proc cannot tell); False if it exited
+    because another process had taken the port. Raises if it exited for another reason
+    or did not bind within `wait_s`."""
+    deadline = time.monotonic() + wait_s
+    while (held := pid_listens_on(proc.pid, port)) is False and proc.poll() is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"the worker did not serve /metrics on port {port} within {wait_s:.0f} s; "
+                f"see {log_path}"
+            )
+        time.sleep(0.05)
+    if held is not False:
+        return True
+    proc.wait()
+    if METRICS_PORT_TAKEN.search(log_path.read_text(errors="replace")):
+        return False
+    raise RuntimeError(f"the worker exited with {proc.returncode}; see {log_path}")
 
 
 def start_worker(
@@ -373,11 +445,14 @@ def scale_out_consume(
     state and ledger) over the same topics, timed like the single worker: from the first
     processed event to the last."""
     group = settings.model_copy(update={"app_id": f"{settings.app_id}-x{workers}"})
-    ports = [free_port() for _ in range(workers)]
-    procs = [
-        start_worker(group, workdir / f"data-{n}", port, workdir / f"worker-x{workers}-{n}.log")
-        for n, port in enumerate(ports)
-    ]
+    started_workers = start_serving_workers(
+        [
+            (group, workdir / f"data-{n}", workdir / f"worker-x{workers}-{n}.log")
+            for n in range(workers)
+        ]
+    )
+    procs = [proc for proc, _ in started_workers]
+    ports = [port for _, port in started_workers]
     try:
         started = 0.0
         seen = 0.0

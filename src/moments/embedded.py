@@ -43,6 +43,7 @@ __all__ = [
     "RedisServer",
     "TansuBroker",
     "free_port",
+    "pid_listens_on",
     "probe_kafka",
 ]
 
@@ -159,7 +160,7 @@ def parse_proc_net_tcp(text: str, port: int) -> set[int]:
     return inodes
 
 
-def _pid_listens_on(pid: int, port: int) -> bool | None:
+def pid_listens_on(pid: int, port: int) -> bool | None:
     """True/False if /proc can tell whether `pid` holds the listening socket; else None."""
     listening: set[int] = set()
     try:
@@ -417,7 +418,7 @@ class _ManagedServer:
             try:
                 # Only talk to the port once our child holds it (where /proc tells):
                 # a stranger on the port may never answer, or answer for us.
-                if _pid_listens_on(proc.pid, port) is not False and self._answers(port, proc.pid):
+                if pid_listens_on(proc.pid, port) is not False and self._answers(port, proc.pid):
                     return
             except (OSError, EmbeddedError) as exc:
                 last_exc = exc

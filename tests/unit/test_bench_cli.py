@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -134,3 +135,40 @@ def test_bench_workers_keep_the_configured_store_and_standby_copies(
     assert seen["MOMENTS_STORE"] == "rocksdb"
     assert seen["MOMENTS_ROCKSDB_BLOCK_CACHE_MIB"] == "64"  # the store's memory bounds too
     assert seen.get("MOMENTS_STANDBY_REPLICAS") == (None if standby is None else str(standby))
+
+
+def test_a_worker_whose_metrics_port_was_taken_meanwhile_starts_on_another(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`free_port` only says a port was free a moment ago: taken before the worker binds it
+    (a test or server running beside took it), the worker exits naming it. The bench then
+    starts it on another port, and the worker serves /metrics there; it ended the bench."""
+    import socket
+
+    from moments.embedded import free_port, pid_listens_on
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        ports = iter([taken, free_port()])
+        monkeypatch.setattr(bench, "free_port", lambda: next(ports))
+        tried: list[int] = []
+        start_worker = bench.start_worker
+
+        def start(settings: Settings, data_dir: Path, port: int, log: Path) -> Any:
+            tried.append(port)
+            return start_worker(settings, data_dir, port, log)
+
+        monkeypatch.setattr(bench, "start_worker", start)
+        settings = Settings(
+            kafka_bootstrap=f"127.0.0.1:{free_port()}",  # nobody: the worker waits
+            redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        )
+        proc, port = bench.start_serving_worker(settings, tmp_path / "data", tmp_path / "w.log")
+        try:
+            assert tried == [taken, port]  # the taken port first, then another
+            assert proc.poll() is None, (tmp_path / "w.log").read_text()
+            assert pid_listens_on(proc.pid, port) in (True, None)  # None: no /proc to tell
+        finally:
+            bench.stop_worker(proc)
