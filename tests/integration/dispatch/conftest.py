@@ -190,9 +190,11 @@ def make_worker(
     sink_clock: Clock,
 ) -> Callable[..., Worker]:
     """Workers of one test share their stores: the same Redis, or one set in memory;
-    their sinks decide by `sink_clock`."""
+    their sinks decide by `sink_clock`, and the memory stores keep time by it too (their
+    keys' expiry, a merge group's window, a pending task's age): on the wall clock beside
+    a pinned sink, a test moving its clock saw a window still open that had closed by it."""
     settings, producer, clients = stack
-    shared = memory_stores()
+    shared = memory_stores(sink_clock)
 
     def make(
         policy: DispatchPolicy | None = None,
