@@ -171,6 +171,25 @@ def test_tansu_retries_when_port_is_taken(tmp_path: Path, monkeypatch: pytest.Mo
         assert (tmp_path / f"tansu-{taken}.log").exists()
 
 
+def test_redis_retries_when_port_is_taken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The port `free_port` picked was taken before redis-server bound it: it exits saying
+    so, and is started again on another port."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        ports = iter([taken, free_port()])
+        monkeypatch.setattr(embedded, "free_port", lambda: next(ports))
+        with RedisServer(tmp_path) as server:
+            assert server.port != taken
+            client = redis.Redis.from_url(server.url)
+            try:
+                assert client.ping()
+            finally:
+                client.close()
+        assert "Address already in use" in (tmp_path / f"redis-{taken}.log").read_text()
+
+
 def test_tansu_fixed_port_taken_is_a_clear_error(tmp_path: Path) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))

@@ -36,6 +36,26 @@ return 1
 """
 
 
+def until_busy(url: str, wait_s: float = 10.0) -> None:
+    """Until Redis answers `BUSY`: the script runs, past the threshold. A command sent
+    before the script starts is answered at once, one sent while it runs within the
+    threshold waits for it, and one after it is answered `BUSY`."""
+    probe = redis.Redis.from_url(url)
+    deadline = time.monotonic() + wait_s
+    try:
+        while True:
+            try:
+                probe.ping()
+            except redis.ResponseError as exc:
+                if str(exc).startswith("BUSY"):
+                    return
+                raise
+            assert time.monotonic() < deadline, f"no script running after {wait_s} s"
+            time.sleep(0.01)
+    finally:
+        probe.close()
+
+
 @pytest.mark.parametrize("through", ["command", "pipeline"])
 def test_a_call_answered_busy_is_made_again_once_the_script_ends(
     redis_db: str, through: str
@@ -50,18 +70,16 @@ def test_a_call_answered_busy_is_made_again_once_the_script_ends(
     before = admin.config_get("busy-reply-threshold")["busy-reply-threshold"]
     assert before is not None
     admin.config_set("busy-reply-threshold", 100)
-    spinning = threading.Event()
 
     def spin() -> None:
         client = redis.Redis.from_url(redis_db)
-        spinning.set()
         client.eval(SPIN, 0, 1500)
         client.close()
 
     spinner = threading.Thread(target=spin)
     try:
         spinner.start()
-        spinning.wait()
+        until_busy(redis_db)  # a wait for the script's thread to send it, not a timing
 
         async def read() -> tuple[object, list[str]]:
             client = aioredis.Redis.from_url(redis_db)
@@ -77,7 +95,6 @@ def test_a_call_answered_busy_is_made_again_once_the_script_ends(
                     seen.append("BUSY" if "BUSY " in str(exc) else type(exc).__name__)
                     raise
 
-            await asyncio.sleep(0.3)  # the script is past the threshold by now
             try:
                 return await with_retry(get, Dependency.REDIS, metrics, "reading k"), seen
             finally:
