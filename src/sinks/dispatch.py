@@ -33,6 +33,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 from typing import TypeVar
 
 from moments.cooldowns import CooldownReturn
@@ -1040,7 +1041,7 @@ class TaskSink:
         task id, so a retried call (`with_retry`) repeats the ones that got through
         harmlessly, as a retried single step did."""
         w = Writes(timetable=j.timetable, now=now, went_out=frozenset(sealed or ()))
-        routes = await self._kept(wave, now, declined, facts, w, j, reached, sealed, moved_on)
+        routes = await self._kept(wave, now, declined, facts, w, j, reached, sealed, moved_on, held)
         routes = await self._join(routes, now, j.gates)
         window = j.policy.merge.window.total_seconds()
         doomed = await j.caps.capped_until_expiry(
@@ -1111,7 +1112,7 @@ class TaskSink:
                     w.counted.append(fit.sent)
             leaves += j.fitting.split(r, fit, w, went.get(r.carrier_id))
         await self._owed.owe(w)
-        lost = await self._leave(leaves)
+        lost = await self._leave(leaves, held, w.owed)
         if lost:
             to_send = [t for t in to_send if t.task_id not in lost]
             w.parks = [p for p in w.parks if p.slot.task_id not in lost]
@@ -1189,13 +1190,33 @@ class TaskSink:
                 )
         w.drop(carrier, reason, r.task.expires_at)
 
-    async def _leave(self, leaves: Sequence[Leave]) -> set[str]:
+    async def _leave(
+        self,
+        leaves: Sequence[Leave],
+        held: Held | None = None,
+        owed: Sequence[CooldownReturn] = (),
+    ) -> set[str]:
         """Move merged moments out of their groups (`Ledger.leave_many`); returns the ids
         of the new carriers that were not merged where their group said (a second worker
-        has them: they are left alone)."""
+        has them: they are left alone). `held`: a re-drive's or a release's, whose leaves
+        are written only while their carrier is its own; each dropped moment names the
+        returns `owed` for it (`Leave.returns`), forgotten where the fence refuses its
+        leave (another worker's re-drive sent it inside its carrier, or decides it)."""
         if not leaves:
             return set()
-        left = await self._redis(lambda: self.ledger.leave_many(leaves), "leaving merge groups")
+        if held is not None and owed:
+            keys: dict[str, list[str]] = {}
+            for r in owed:
+                keys.setdefault(r.entry, []).append(r.owed_key)
+            leaves = [
+                replace(i, returns=tuple(keys[i.task_id]))
+                if i.dropped is not None and i.task_id in keys
+                else i
+                for i in leaves
+            ]
+        left = await self._redis(
+            lambda: self.ledger.leave_many(leaves, held), "leaving merge groups"
+        )
         lost = {
             i.task_id for i, ok in zip(leaves, left, strict=True) if not ok and i.to == i.task_id
         }
@@ -1214,6 +1235,7 @@ class TaskSink:
         reached: Mapping[str, SuppressReason] | None = None,
         sealed: Mapping[str, float | None] | None = None,
         moved_on: Mapping[str, Mapping[str, str]] | None = None,
+        held: Held | None = None,
     ) -> list[Route]:
         """The moments of each candidate still worth sending (`_keep`), as routes. Each one
         that is not is counted once and leaves for good: a merged one its carrier's group
@@ -1225,7 +1247,8 @@ class TaskSink:
         `sealed_by_redrive`, or parked by a re-drive, `redriven:<id>`), its merged moments
         with it, goes out again as it went or not at all (`sealed_moment`): the same id
         carries the same body, which a decline reads and a consumer that acted on the
-        first copy drops as a repeat."""
+        first copy drops as a repeat. `held`: a re-drive's or a release's, whose moves out
+        of a group are fenced by it (`_leave`)."""
         sealed = sealed or {}
         routes: list[Route] = []
         leaves: list[Leave] = []
@@ -1343,7 +1366,7 @@ class TaskSink:
                 ]
                 routes.append(Route(c, lead.task_id, kept, merge_tasks(lead.task_id, kept), moved))
         await self._owed.owe(w)
-        lost = await self._leave(leaves)
+        lost = await self._leave(leaves, held, w.owed)
         return [r for r in routes if r.carrier_id not in lost]
 
     async def _join(self, routes: list[Route], now: float, gates: TimeGates) -> list[Route]:

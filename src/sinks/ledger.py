@@ -294,8 +294,32 @@ return 0
 # for its entry's life; dropped, marked '1' (sealed, `sealed_alone`) for its entry's life,
 # so that a batch read again keeps its cooldown as the drop did (`_dropped_before`);
 # when its decision judged it (`Leave.went_at`, the mark's time carrying the others; ''
-# the leave's, S[1]); S: now, ttl; SK: pending
+# the leave's, S[1]); S: now, ttl; SK: pending.
+# K[5], A[10], A[11]: the carrier's `claimed:<id>` token, and a fenced decision's token
+# ('' for none: the engine's) and '1' for a carrier it claimed ('' for one its decision
+# made pending), as `_FENCE` takes them (`Held`): a leave of such a decision is written
+# only while its carrier is still its own. One another worker's re-drive claimed since
+# (this decision stalled past the grace period) is refused, reply 0: that worker decides
+# the moment, and may have sent it inside the carrier. K[6], K[7], A[12]: the returns owed
+# (by time, records) and the keys of those this decision owes for the moment, space
+# separated (`Leave.returns`), forgotten with the refusal while the moment is still in that
+# carrier: it went out there, or goes as that worker decides (a drop of it owes its own).
+# Kept, it stayed owed for good (`OwedReturns.send_owed` keeps a merged moment's) and was
+# sent once the entry lapsed; written, the drop sent it for a moment that went out, its
+# rule free to fire again: a second contact.
 _LEAVE = """
+if A[10] ~= '' then
+  local held = redis.call('GET', K[5])
+  if held ~= A[10] and (held or A[11] ~= '') then
+    if A[12] ~= '' and redis.call('GET', K[1]) == 'M' .. A[1] then
+      for id in string.gmatch(A[12], '%S+') do
+        redis.call('ZREM', K[6], id)
+        redis.call('HDEL', K[7], id)
+      end
+    end
+    return 0
+  end
+end
 if redis.call('GET', K[1]) ~= 'M' .. A[1] then return 0 end
 redis.call('LREM', K[2], 0, A[3])
 if A[4] == 'X' then
@@ -558,7 +582,7 @@ class TaskLedger:
         self._fence = BatchScript(redis, _FENCE, keys=2, args=2)
         self._settle = BatchScript(redis, _SETTLE, keys=11, args=13)
         self._first_unknown = redis.register_script(_FIRST_OUTCOME_UNKNOWN)
-        self._leave = BatchScript(redis, _LEAVE, keys=4, args=9)
+        self._leave = BatchScript(redis, _LEAVE, keys=7, args=12)
         self._withdrawn = BatchScript(redis, _WITHDRAWN, keys=2, args=1)
         self._owed = redis.register_script(_OWED)
         self._owe = redis.register_script(_OWE_RETURNS)
@@ -730,8 +754,9 @@ class TaskLedger:
             held,
         )
 
-    async def leave_many(self, items: Sequence[Leave]) -> list[bool]:
-        """See `sinks.stores.Ledger.leave_many`."""
+    async def leave_many(self, items: Sequence[Leave], held: Held | None = None) -> list[bool]:
+        """See `sinks.stores.Ledger.leave_many` (`held` checked in the same script,
+        `_LEAVE`)."""
         if not items:
             return []
         now = time.time()
@@ -749,10 +774,28 @@ class TaskLedger:
                 group,
                 self.group_key(value) if mode == "M" else group,
                 self.redriven_key(i.task_id),
+                self.claimed_key(i.carrier_id),
+                self.returns_key,
+                self.return_records_key,
             )
             marked = "1" if i.went_out else ""
             at = "" if i.went_at is None else repr(i.went_at)
-            args = (i.carrier_id, i.task_id, i.payload, mode, value, kept, i.carries, marked, at)
+            token, mine = ("", "") if held is None else (held.token, held.mine(i.carrier_id))
+            owed = " ".join(i.returns) if held is not None else ""
+            args = (
+                i.carrier_id,
+                i.task_id,
+                i.payload,
+                mode,
+                value,
+                kept,
+                i.carries,
+                marked,
+                at,
+                token,
+                mine,
+                owed,
+            )
             calls.append((keys, args))
         done = await self._leave.run(calls, (now, self.ttl), (self.pending_key,))
         return [bool(ok) for ok in done]

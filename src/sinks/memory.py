@@ -236,11 +236,21 @@ class MemoryLedger:
                     if (mark := self._live(marks, task_id)) is not None:
                         mark.expires_at = min(mark.expires_at, entry.expires_at)
 
-    async def leave_many(self, items: Sequence[Leave]) -> list[bool]:
+    async def leave_many(self, items: Sequence[Leave], held: Held | None = None) -> list[bool]:
         out = []
         for i in items:
             entry = self._live(self.entries, i.task_id)
-            if entry is None or entry.value != MERGED + i.carrier_id.encode():
+            merged = entry is not None and entry.value == MERGED + i.carrier_id.encode()
+            if held is not None and not self.holds(
+                i.carrier_id, held.token, bool(held.mine(i.carrier_id))
+            ):
+                # As `_LEAVE`: another worker's re-drive claimed the carrier since; the
+                # returns owed for a moment still in it are forgotten.
+                if merged and i.returns:
+                    self._settle_of(self.owed, self.owed_records, i.returns)
+                out.append(False)
+                continue
+            if entry is None or not merged:
                 out.append(False)
                 continue
             if self._live(self.groups, i.carrier_id) is not None:

@@ -70,10 +70,12 @@ class OwedReturns:
         entry is gone (a dropped one is kept a day past its expiry; a sent one the ledger's
         whole TTL), durably, then settle those and the ones whose task was sent; a task
         still pending, waiting or merged (its drop never written) keeps its return owed
-        until it is decided. Only after the drop is durable: sent before, a worker that
-        died before writing the drop left the task pending, and the re-drive could publish
-        it with its cooldown given back (a second task inside the cooldown). A crash before
-        the settle sends a return again: the engine applies it once (moments.cooldowns).
+        until it is decided (but a merged moment's a stalled decision owed, its leave
+        refused by the fence: forgotten in that step, `Ledger.leave_many`). Only after the
+        drop is durable: sent before, a worker that died before writing the drop left the
+        task pending, and the re-drive could publish it with its cooldown given back (a
+        second task inside the cooldown). A crash before the settle sends a return again:
+        the engine applies it once (moments.cooldowns).
         Returns how many were sent."""
         if not owed:
             return 0

@@ -162,6 +162,11 @@ class Leave:
     and its drop gave back a cooldown the copy published may have spent. A part capacity
     split off a re-driven task: the decision that re-drive repeats, as of which it was
     fitted (`CapacityFitting.split`)."""
+    returns: tuple[str, ...] = ()
+    """Dropped by a fenced decision (`Held`): the keys of the cooldown returns it owes
+    for the moment (`CooldownReturn.owed_key`, `OwedReturns.owe`), forgotten when the
+    fence refuses the leave while the moment is still in its carrier
+    (`Ledger.leave_many`)."""
 
 
 @dataclass(frozen=True)
@@ -230,11 +235,17 @@ class Ledger(Protocol):
         its own (`Held`), in the same step."""
         ...
 
-    async def leave_many(self, items: Sequence[Leave]) -> list[bool]:
+    async def leave_many(self, items: Sequence[Leave], held: Held | None = None) -> list[bool]:
         """Each item's moment out of its carrier's group, in one round trip: its payload
         leaves `group:<carrier>` and its entry (`M<carrier>`) becomes `X<reason>`, `P`
         with its payload (in `pending`) or `M<to>` (its payload in `group:<to>`). False
-        where the entry was not merged into that carrier (any more)."""
+        where the entry was not merged into that carrier (any more). `held`: a re-drive's
+        or a release's decision, whose leaves are written only while the carrier is still
+        its own (`Held`), in the same step; one refused, the moment still in the carrier
+        (another worker's re-drive claimed it since: it sent the moment inside it, or
+        decides it), the returns the item owes for it (`Leave.returns`) are forgotten in
+        that step: written, the drop sent a return for a moment that went out (its rule
+        fired again, a second contact); kept, they stayed owed until the entry lapsed."""
         ...
 
     async def claim_stale(

@@ -29,7 +29,7 @@ from sinks.dispatch import TaskSink
 from sinks.memory import memory_stores
 from sinks.metrics import Metrics
 from sinks.policy import DispatchPolicy
-from sinks.stores import DispatchStores, Leave
+from sinks.stores import DispatchStores, Held, Leave
 
 from .fakes import Clock
 
@@ -248,9 +248,9 @@ async def test_a_moment_going_on_at_its_last_send_is_marked_as_its_decision_judg
     clock.now = sink.policy.last_send(moment(SMS, Channel.SMS, "b", made, 1))
     leave_many = stores.ledger.leave_many
 
-    async def late(items: Sequence[Leave]) -> list[bool]:
+    async def late(items: Sequence[Leave], held: Held | None = None) -> list[bool]:
         clock.now += 1  # the leave a second after the decision's judgement
-        return await leave_many(items)
+        return await leave_many(items, held)
 
     stores.ledger.leave_many = late  # type: ignore[method-assign]
     with crashing(stores.ledger, "confirm"):
