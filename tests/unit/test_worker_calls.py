@@ -1,0 +1,142 @@
+"""`benchmarks/worker_calls.py`: the counter it puts in a worker counts each call in the
+window (the runtime's first batch to its `--events`-th record) and none outside it, and
+its comparison matches two trees' copies of a function."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+# A stand-in for the worker: a `moments.runtime.Runtime` whose `handle` calls `step`
+# three times a record, and a `step` call before the window and after it.
+FAKE_WORKER = """
+import asyncio, sys, time
+from moments.runtime import Runtime, step
+
+deadline = time.monotonic() + 30
+while Runtime.handle.__name__ != "counted_handle":  # the counter's wrapper installed
+    assert time.monotonic() < deadline, "the counter did not wrap Runtime.handle"
+    time.sleep(0.05)
+step()  # before the window: not counted
+
+async def main():
+    runtime = Runtime()
+    await runtime.handle(["a", "b"], None, None)
+    await runtime.handle(["c", "d", "e"], None, None)
+asyncio.run(main())
+step()  # after: not counted
+"""
+
+FAKE_RUNTIME = """
+def step():
+    return len("x")
+
+class Runtime:
+    async def handle(self, records, store, owned):
+        for _ in records:
+            step(); step(); step()
+"""
+
+
+def _load(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(
+        "benchmark_worker_calls", BENCHMARKS / "worker_calls.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+class TestCounter:
+    def test_it_counts_the_calls_of_the_window_only(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Five records in two batches: `step` 15 times (3 a record), its `len` as many,
+        the calls before the first batch and after the fifth record left out."""
+        module = _load(monkeypatch)
+        site, fake = tmp_path / "site", tmp_path / "fake" / "moments"
+        site.mkdir()
+        fake.mkdir(parents=True)
+        (site / "sitecustomize.py").write_text(module.COUNTER)
+        (fake / "__init__.py").write_text("")
+        (fake / "runtime.py").write_text(FAKE_RUNTIME)
+        script = tmp_path / "worker_stand_in.py"
+        script.write_text(FAKE_WORKER)
+        out = tmp_path / "calls.json"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_CALLS_")}
+        env |= {
+            "PYTHONPATH": os.pathsep.join([str(site), str(tmp_path / "fake")]),
+            "WORKER_CALLS_OUT": str(out),
+            "WORKER_CALLS_EVENTS": "5",
+        }
+        subprocess.run([sys.executable, str(script), "worker"], env=env, check=True, timeout=60)
+        run = json.loads(out.read_text())
+        assert (run["records"], run["batches"]) == (5, 2)
+        calls = module.per_event(run)
+        steps = {
+            k: n for k, n in calls.items() if k.endswith(":step") and not k.startswith("builtin")
+        }
+        assert [n * 5 for n in steps.values()] == [15]
+        lens = {k: n for k, n in calls.items() if k.startswith("builtin len <- ")}
+        assert [(module.short(k), n * 5) for k, n in lens.items()] == [
+            ("builtin len <- runtime.py:2:step", 15)
+        ]
+
+
+class TestComparison:
+    def test_two_trees_copies_of_a_function_are_one(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Keys differ by the tree's directory only; the largest difference comes first."""
+        module = _load(monkeypatch)
+        old = {
+            "/srv/old/src/sinks/ledger.py:10:claim": 2.0,
+            "builtin len <- /srv/old/src/a.py:1:f": 5.0,
+        }
+        new = {"/w/src/sinks/ledger.py:10:claim": 2.5, "builtin len <- /w/src/a.py:1:f": 8.0}
+        assert module.differences(new, old, 5) == [
+            ("builtin len <- a.py:1:f", 5.0, 8.0),
+            ("ledger.py:10:claim", 2.0, 2.5),
+        ]
+
+    def test_a_callgrind_run_is_read_by_function(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        module = _load(monkeypatch)
+        run = {"records": 4, "batches": 1, "callgrind": {"instructions": 40, "functions": {"f": 8}}}
+        assert module.per_event(run) == {"f": 2.0}
+
+
+class TestArguments:
+    @pytest.mark.parametrize(
+        "argv",
+        [
+            ["--events", "0"],
+            ["--idle", "5", "--callgrind"],
+            ["--idle", "-1"],
+            ["--scrape-every", "-1"],
+        ],
+    )
+    def test_nonsense_is_refused(self, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+        module = _load(monkeypatch)
+        with pytest.raises(SystemExit) as exit_:
+            module.parse(argv)
+        assert exit_.value.code == 2
+
+    def test_defaults(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        args = _load(monkeypatch).parse([])
+        assert (args.events, args.subscribers, args.scrape_every, args.callgrind) == (
+            20_000,
+            2_000,
+            0.2,
+            False,
+        )
