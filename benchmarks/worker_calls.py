@@ -374,7 +374,8 @@ def count_calls(
         proc = start_worker(settings, work / "data", port, log)
         scrapes, body = 0, b""
         try:
-            deadline = time.monotonic() + 600 + events / 100
+            # valgrind runs the worker ~50 times slower, its start included
+            deadline = time.monotonic() + (600 + events / 100) * (6 if callgrind else 1)
             with console.status(f"worker counting its calls over {events:,} events"):
                 idle_out = out.with_name(out.name + ".idle")
                 while not out.exists() or (idle_s > 0 and not idle_out.exists()):
