@@ -17,6 +17,7 @@ import re
 import ssl
 import struct
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -648,28 +649,47 @@ async def probe_redis(client: Redis, settings: Settings) -> None:
         raise cluster_refused(settings, f"{type(exc).__name__}: {exc}") from None
 
 
-async def eviction_warning(client: Redis, settings: Settings) -> str | None:
+@dataclass(frozen=True)
+class EvictionNote:
+    """What `eviction_note` found: `known` false where Redis would not say (INFO denied)."""
+
+    text: str
+    known: bool
+
+
+async def eviction_note(client: Redis, settings: Settings) -> EvictionNote | None:
     """What a Redis that evicts keys when full would cost, with the fix; None when it
-    does not (`maxmemory-policy noeviction`, or no `maxmemory`) or INFO is denied (the
-    recommended ACL's `-@dangerous`: it cannot be told). Managed Redis services default
+    does not (`maxmemory-policy noeviction`, or no `maxmemory`). Where INFO is denied (the
+    recommended ACL's `-@dangerous`, or renamed away) it cannot be told: the note says so
+    and how to read the policy by hand, not an all-clear. Managed Redis services default
     to evicting (ElastiCache's `volatile-lru`), and the ledger's entries all expire, so
     every policy but noeviction may drop them."""
     from redis import exceptions as rx
 
+    where = redacted_url(settings.redis_url)
     try:
         info = await client.info("memory")
-    except rx.ResponseError:
-        return None
+    except rx.ResponseError as exc:
+        return EvictionNote(
+            f"could not tell whether Redis {where} evicts keys when full: it refused this "
+            f"login INFO memory ({exc}; the recommended ACL's -@dangerous denies it); check by "
+            f"hand as an admin user, `redis-cli -u {where} --user ADMIN --askpass CONFIG GET "
+            "maxmemory-policy` must answer noeviction (or `CONFIG GET maxmemory` 0), on a "
+            "managed Redis the maxmemory-policy of its parameter group (docs/operations.md, "
+            "'Redis must keep its data')",
+            known=False,
+        )
     policy = str(info.get("maxmemory_policy", "noeviction"))
     limit = int(info.get("maxmemory", 0) or 0)
     if policy == "noeviction" or limit == 0:
         return None
     # In MiB: the log's masking takes a long run of digits for a subscriber number.
-    return (
-        f"Redis {redacted_url(settings.redis_url)} evicts keys once it holds maxmemory "
+    return EvictionNote(
+        f"Redis {where} evicts keys once it holds maxmemory "
         f"({limit / 2**20:.0f} MiB; maxmemory-policy {policy}): an evicted dedup ledger "
         "entry lets its task go out again, an evicted waiting task is never sent; set "
-        "maxmemory-policy noeviction (docs/operations.md, 'Redis must keep its data')"
+        "maxmemory-policy noeviction (docs/operations.md, 'Redis must keep its data')",
+        known=True,
     )
 
 
@@ -681,8 +701,8 @@ async def check_redis(
 ) -> bool:
     """`probe_redis` with the configured credentials; like `check_kafka` (with `report`
     false, ConnectionError instead of a warning and False). What would cost tasks but
-    does not stop a worker (`eviction_warning`) goes into `warnings` when given, else is
-    logged."""
+    does not stop a worker (`eviction_note`) goes into `warnings` when given, else is
+    logged: at WARNING a Redis that evicts, at INFO one that would not say."""
     from redis.exceptions import RedisError
 
     client = redis_client(settings, timeout_s)
@@ -692,11 +712,11 @@ async def check_redis(
         # just in time passed a 10 s check after 28 s (re-check).
         async with asyncio.timeout(timeout_s):
             await probe_redis(client, settings)
-            evicting = await eviction_warning(client, settings)
+            evicting = await eviction_note(client, settings)
         if evicting is not None and warnings is not None:
-            warnings.append(evicting)
+            warnings.append(evicting.text)
         elif evicting is not None:
-            log.warning("%s", evicting)
+            log.log(logging.WARNING if evicting.known else logging.INFO, "%s", evicting.text)
     except (RedisError, OSError) as exc:
         problem = describe_redis_failure(settings, exc)
         if problem is not None:

@@ -94,3 +94,53 @@ async def test_a_starting_worker_logs_it(evicting: str, caplog: pytest.LogCaptur
         assert await check_redis(settings) is True
     (said,) = [r.getMessage() for r in caplog.records if "evicts keys" in r.getMessage()]
     assert f"Redis {evicting} evicts keys once it holds maxmemory (64 MiB;" in said
+
+
+@pytest.fixture
+def evicting_behind_acl(evicting: str) -> str:
+    """The evicting Redis, with docs/security.md's recommended ACL user added (`moments`,
+    password `pw`: `~moments:* +@read +@write +@scripting +ping -@dangerous`), to which INFO
+    and CONFIG (`@dangerous`) are denied."""
+    admin = redis.Redis.from_url(evicting)
+    admin.acl_setuser(
+        "moments",
+        enabled=True,
+        passwords=["+pw"],
+        keys=["moments:*"],
+        categories=["+@read", "+@write", "+@scripting", "-@dangerous"],
+        commands=["+ping"],
+    )
+    admin.close()
+    return evicting
+
+
+async def test_moments_check_says_it_cannot_tell_when_info_is_denied(
+    evicting_behind_acl: str,
+) -> None:
+    """The recommended ACL denies INFO, so the policy cannot be read: the row says so plainly
+    and how to read it by hand, instead of an `ok` that reads as "does not evict"."""
+    settings = load_settings(
+        redis_url=evicting_behind_acl,
+        redis_username="moments",
+        redis_password="pw",
+        kafka_bootstrap="127.0.0.1:1",
+    )
+    (row,) = [f for f in await run_checks(settings, timeout_s=1) if f.step.startswith("Redis")]
+    assert row.verdict is Verdict.WARN
+    assert f"could not tell whether Redis {evicting_behind_acl} evicts keys" in row.detail
+    assert "CONFIG GET maxmemory-policy" in row.detail
+    assert "noeviction" in row.detail
+
+
+async def test_a_starting_worker_says_it_cannot_tell(
+    evicting_behind_acl: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker starts all the same, and its log says once that it could not tell."""
+    settings = load_settings(
+        redis_url=evicting_behind_acl, redis_username="moments", redis_password="pw"
+    )
+    with caplog.at_level(logging.INFO, "moments.connections"):
+        assert await check_redis(settings) is True
+    said = [r for r in caplog.records if "could not tell" in r.getMessage()]
+    assert len(said) == 1
+    assert said[0].levelno == logging.INFO
