@@ -39,11 +39,12 @@ class Finding:
 
 async def run_checks(settings: Settings, timeout_s: float = 10.0) -> list[Finding]:
     """Every step, in order; a step that needs Kafka is skipped when Kafka failed."""
+    found = _settings_names()
     rules, rules_loaded = _rules(settings)
     policy, policy_loaded = _policy(settings)
     if rules_loaded is not None and policy_loaded is not None:
         policy = _policy_names(settings, policy_loaded, rules_loaded) or policy
-    found = [rules, policy]
+    found += [rules, policy]
     if rules_loaded is not None and policy_loaded is not None:
         said = zones_differ(rules_loaded.gating.timezone, policy_loaded.timezone)
         if said is not None:
@@ -58,6 +59,16 @@ async def run_checks(settings: Settings, timeout_s: float = 10.0) -> list[Findin
         found.append(await _idempotence(settings, 2 * timeout_s))
     found.append(await _redis(settings, timeout_s))
     return found
+
+
+def _settings_names() -> list[Finding]:
+    """A `settings` row naming each `MOMENTS_*` variable of the environment or `.env` that
+    sets nothing (a misspelt name leaves the default in force), as a starting worker logs
+    them; none when every one is a setting."""
+    from moments.settings import dotenv_variables, unknown_variables
+
+    unknown = unknown_variables(os.environ, dotenv_variables())
+    return [Finding("settings", Verdict.WARN, "; ".join(unknown))] if unknown else []
 
 
 def zones_differ(customers: str, operator: str) -> str | None:
