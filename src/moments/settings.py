@@ -73,7 +73,14 @@ def split_host_port(server: str) -> tuple[str, int]:
     one, or the port is out of range."""
     host, sep, port = server.strip().rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected host:port, got {server!r}")
+        raise ValueError(f"{server.strip()!r} is not host:port")
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        # aiokafka reads an unbracketed IPv6 address as a host on the default port, and
+        # `kafka:9092:9092` as host `kafka:9092`: neither is what was meant.
+        raise ValueError(
+            f"{server.strip()!r} holds more than one ':' (an IPv6 address goes in brackets, "
+            "[::1]:9092)"
+        )
     return host.strip("[]"), int(port)
 
 
@@ -323,8 +330,8 @@ class Settings(BaseSettings):
                 )
             try:
                 split_host_port(server)
-            except ValueError:
-                raise ValueError(f"{server!r} is not host:port; {_BOOTSTRAP_HELP}") from None
+            except ValueError as exc:
+                raise ValueError(f"{exc}; {_BOOTSTRAP_HELP}") from None
         return value
 
     @field_validator("live_from")

@@ -52,6 +52,28 @@ def test_a_bootstrap_with_a_scheme_is_refused_with_the_bare_form(
     assert f"write the bare host:port, {bare} " in message
 
 
+@pytest.mark.parametrize("value", ["kafka-1:9092:9092", "::1:9092", "kafka-1:9092,fe80::1:9093"])
+def test_a_host_with_a_colon_outside_brackets_is_refused(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """`kafka-1:9092:9092` passed (aiokafka took host `kafka-1:9092`, port 9092) and the
+    check said only "no answer ... Name or service not known"; an IPv6 address without
+    brackets (`::1:9092`) was read as host `::1` by the settings and as the address
+    `::1:9092` on the default port by aiokafka. Kafka's own form puts IPv6 in brackets."""
+    monkeypatch.setenv("MOMENTS_KAFKA_BOOTSTRAP", value)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    message = str(err.value)
+    assert "MOMENTS_KAFKA_BOOTSTRAP" in message
+    assert "more than one ':'" in message
+    assert "[::1]:9092" in message
+
+
+def test_an_ipv6_host_in_brackets_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOMENTS_KAFKA_BOOTSTRAP", "[::1]:9092,[fe80::1]:9093")
+    assert load_settings().kafka_bootstrap == "[::1]:9092,[fe80::1]:9093"
+
+
 def test_a_topics_section_that_is_not_json_says_how_to_set_one_key(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
