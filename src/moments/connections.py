@@ -740,18 +740,31 @@ async def preflight(settings: Settings) -> dict[str, int] | None:
 
 def require_kafka(settings: Settings) -> None:
     """For a one-off command, which has nothing to wait for: stop with the fix
-    (`ConfigError`) when Kafka cannot be reached or refuses us."""
-    if asyncio.run(check_kafka(settings)) is None:
+    (`ConfigError`) when Kafka cannot be reached or refuses us, in one line with what the
+    connection said (not the worker's "not reachable yet" warning before it: nothing
+    waits)."""
+    try:
+        asyncio.run(check_kafka(settings, report=False))
+    except ConnectionError as exc:
         raise ConfigError(
             f"Kafka {settings.kafka_bootstrap} is not reachable; start it or set "
-            "MOMENTS_KAFKA_BOOTSTRAP"
-        )
+            f"MOMENTS_KAFKA_BOOTSTRAP ({_no_answer(exc)})"
+        ) from None
 
 
 def require_redis(settings: Settings, why: str) -> None:
     """As `require_kafka`, for Redis; `why` says what the command keeps there."""
-    if not asyncio.run(check_redis(settings)):
+    try:
+        asyncio.run(check_redis(settings, report=False))
+    except ConnectionError as exc:
         raise ConfigError(
             f"Redis {redacted_url(settings.redis_url)} is not reachable ({why}); start it or "
-            "set MOMENTS_REDIS_URL"
-        )
+            f"set MOMENTS_REDIS_URL ({_no_answer(exc)})"
+        ) from None
+
+
+def _no_answer(exc: ConnectionError) -> str:
+    """What `check_kafka` / `check_redis` said of a server that did not answer, without the
+    address the message around it names already."""
+    said = str(exc)
+    return "no answer: " + said.split(": ", 1)[1] if said.startswith("no answer from ") else said

@@ -3,6 +3,8 @@ MOMENTS_KAFKA_BOOTSTRAP (tasks tail/ack, state show and simulate ended in traceb
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from moments.cli import main
@@ -46,3 +48,32 @@ def test_simulate_with_no_broker_names_the_file_it_could_write_instead(
         "; or, for a history to give moments rules test or moments backtest, write it to a "
         "file with --to-file PATH (.jsonl.gz), which needs no broker"
     ), err
+
+
+@pytest.mark.parametrize(
+    ("command", "variable", "named"),
+    [
+        (["tasks", "tail"], "MOMENTS_KAFKA_BOOTSTRAP", "Kafka 127.0.0.1:{port}"),
+        (["tasks", "pending"], "MOMENTS_REDIS_URL", "Redis redis://127.0.0.1:{port}/0"),
+    ],
+)
+def test_it_says_so_once_with_what_the_connection_said(
+    command: list[str],
+    variable: str,
+    named: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A one-off command waits for nothing, yet it logged the worker's `Kafka ... not
+    reachable yet: ConnectionRefusedError(...)` warning, and then its own line without the
+    reason: two lines, the first promising a wait, the second not saying why."""
+    port = free_port()  # nothing listens there
+    address = named.format(port=port).split(" ", 1)[1]
+    monkeypatch.setenv(variable, address)
+    with caplog.at_level(logging.WARNING):
+        assert main(command) == 2
+    assert "not reachable yet" not in caplog.text
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"moments: {named.format(port=port)} is not reachable" in err
+    assert f"set {variable} (no answer: " in err
