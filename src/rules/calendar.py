@@ -503,7 +503,9 @@ def export_calendar(calendar: HolidayCalendar, years: range) -> str:
     span = f"{years[0]}-{years[-1]}" if len(years) > 1 else str(years[0])
     doc.yaml_set_start_comment(
         f"Holiday calendar for {span}: one greeting day per holiday and year.\n"
-        "Written by `moments calendar export`; load it as the operator calendar file."
+        "Written by `moments calendar export`. To use it, name it in a rules file:\n"
+        "special_days: {calendar: FILE}, its path relative to that rules file\n"
+        "(docs/special-days.md, 'The operator's calendar file')."
     )
     out = StringIO()
     yaml = YAML(typ="rt")

@@ -255,6 +255,16 @@ def test_the_shipped_calendar_file_is_what_export_writes(tmp_path: Path) -> None
     assert "2027-02-06" in out.read_text(encoding="utf-8")  # Spring Festival 2027
 
 
+def test_an_exported_calendar_says_how_rules_load_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Its header said "load it as the operator calendar file" and no more: no setting or
+    option takes one, a rules file names it (`special_days: {calendar: ...}`)."""
+    assert main(["calendar", "export", "--years", "2027"]) == 0
+    header = [line for line in capsys.readouterr().out.splitlines() if line.startswith("#")]
+    assert "special_days: {calendar: FILE}" in " ".join(header)
+
+
 def test_calendar_export_to_a_path_it_cannot_write_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
