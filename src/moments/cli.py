@@ -125,6 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # kafka-python (the readiness probe) logs each connection it makes at INFO: ~20 lines
     # in the middle of `moments run` and `moments bench` output. Its warnings still show.
     logging.getLogger("kafka").setLevel(logging.WARNING)
+    # matplotlib says at INFO that it built its font cache, on a machine's first backtest
+    # chart: a line from a library in the middle of the report.
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     aiokafka_log = logging.getLogger("aiokafka")
     aiokafka_level = aiokafka_log.level
     if handler is not _cmd_worker:  # a tool's output, not aiokafka's "Updating subscribed"

@@ -6,7 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -140,3 +142,26 @@ class TestChartInThePage:
 
 WEEK_PNG_SHA256 = "feed4176b2c95b0fe35423f3ff3ec93667caeee05d5b9a62516a2a376c4901d2"
 """sha256 of main's (before the week/month bars) `chart_png` on `report_of(2026-12-08, 7)`."""
+
+
+def test_a_first_backtest_prints_no_matplotlib_log_line(tmp_path: Path) -> None:
+    """matplotlib builds its font cache on a machine's first chart and logs it at INFO
+    (`INFO matplotlib.font_manager: generated new fontManager`), which the CLI's INFO
+    logging printed in the middle of a new analyst's first report. A fresh MPLCONFIGDIR
+    is that first time."""
+    import subprocess
+    import sys
+
+    events = tmp_path / "events.jsonl"
+    simulate = [sys.executable, "-m", "moments", "simulate", "--subscribers", "5"]
+    simulate += ["--rate", "1", "--duration", "60", "--seed", "1", "--to-file", str(events)]
+    subprocess.run(simulate, check=True, capture_output=True)
+    env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl")}
+    backtest = [sys.executable, "-m", "moments", "backtest", "--events", str(events)]
+    done = subprocess.run(
+        [*backtest, "--out", str(tmp_path / "out")], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "tasks_per_day.png").is_file()  # the chart was drawn
+    assert (tmp_path / "mpl").is_dir()  # and matplotlib built its cache there
+    assert "matplotlib" not in done.stderr, done.stderr
