@@ -248,9 +248,9 @@ def _add_check_command(sub: Subparsers) -> None:
         sub,
         "check",
         "Check what a worker checks before it starts, with its settings and credentials: "
-        "rules, dispatch policy, data directory, Kafka (login, topics, idempotent producer), "
-        "Redis. Joins no "
-        "consumer group. Exit 0 when nothing failed, 2 otherwise.",
+        "settings' names, rules, dispatch policy, data directory, Kafka (login, topics, "
+        "idempotent producer), Redis (login, rights, eviction policy). Joins no consumer "
+        "group. Exit 0 when nothing failed (a warn row included), 2 otherwise.",
         """
                   moments check
                   kubectl -n moments exec moments-worker-0 -- moments check
