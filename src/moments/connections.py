@@ -587,6 +587,15 @@ def describe_redis_failure(settings: Settings, exc: BaseException) -> str | None
             f"({settings.redis_prefix}*) ({exc}); grant it "
             "~moments:* +@read +@write +@scripting +ping -@dangerous (see docs/security.md)"
         )
+    if isinstance(exc, rx.ResponseError) and "DB index is out of range" in str(exc):
+        # The answer to the connection's SELECT: no waiting makes the database appear.
+        db = redisurl.database(settings.redis_url)
+        return (
+            f"{where} has no database {db} ({exc}: a Redis numbers its databases from 0 to "
+            "its `databases` setting less one, 0-15 by default, and a managed or cluster-mode "
+            "one may have database 0 alone); set MOMENTS_REDIS_URL to a database it has, "
+            "e.g. /0"
+        )
     cause = exc.__context__ or exc.__cause__
     if isinstance(exc, rx.ConnectionError) and isinstance(cause, ssl.SSLCertVerificationError):
         return (

@@ -250,3 +250,13 @@ def _cut_login(url: str) -> tuple[str, str] | None:
 
 def _first(values: list[str] | None) -> str | None:
     return values[0] if values else None
+
+
+def database(url: str) -> str:
+    """The database number a URL selects, as redis-py reads it: `?db=`, else the path of a
+    redis:// or rediss:// URL, else 0."""
+    parts = urlsplit(url)
+    if db := parse_qs(parts.query).get("db"):
+        return db[0]
+    path = "" if parts.scheme == "unix" else unquote(parts.path).replace("/", "")
+    return path or "0"
