@@ -70,6 +70,7 @@ from pydantic_core import ErrorDetails
 from moments.decoding import (
     MAX_MESSAGE_BYTES,
     NULL_REQUIRED,
+    REQUIRED,
     deletion_form,
     duplicate_message,
     duplicated_name,
@@ -244,12 +245,28 @@ def _invalid(record: RawRecord, exc: ValidationError) -> DeadLetter:
     if unparsed is not None:
         said = not_json_said(record.value or b"", str(unparsed["msg"]))
         return DeadLetter(record, EVENT_TYPE, RejectReason.INVALID_JSON, type(exc).__name__, said)
-    detail = with_names_note("; ".join(_problem(e) for e in errors[:5]))
+    problems = [_problem(e) for e in errors[:5]]
+    detail = with_names_note("; ".join(problems))
     wrapped = enveloped(record.value or b"", ("task_id", "status"), "outcome")
+    # The fix of a field left out, where "Field required" is all that was said of it: one
+    # in another spelling (`taskId`) is told the name to write already.
+    left_out = [p.removesuffix(f": {REQUIRED}") for p in problems if p.endswith(f": {REQUIRED}")]
     if wrapped is not None:
         detail += f" ({wrapped})"
+    elif left_out:
+        detail += f" ({_required_fix(left_out)})"
     return DeadLetter(
         record, EVENT_TYPE, RejectReason.INVALID_EVENT, type(exc).__name__, detail[:500]
+    )
+
+
+def _required_fix(fields: list[str]) -> str:
+    """The fix for required fields left out, as an input event's (`required_fix`):
+    "subscriber_id: Field required" named none."""
+    them = "it" if len(fields) == 1 else "them"
+    return (
+        f"an outcome must have {', '.join(fields)}: write {them}; its fields are in "
+        'schemas/task-outcome.schema.json and docs/consuming-tasks.md, "Reporting back"'
     )
 
 

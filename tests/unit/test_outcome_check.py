@@ -151,3 +151,17 @@ def test_an_outcome_the_worker_takes_is_taken_with_nan_or_a_lone_surrogate() -> 
     assert [(v.event_type, v.reason, v.message) for v in outcomes + mixed] == [
         (OUTCOME, None, "")
     ] * 4
+
+
+def test_an_outcome_without_a_required_field_is_told_the_fix() -> None:
+    """`subscriber_id: Field required` and no more, where an input event left without one
+    is told what to write and where the fields are (`required_fix`)."""
+    value = example("TaskOutcome")
+    del value["subscriber_id"], value["occurred_at"]
+    (verdict,) = check_lines([orjson.dumps(value)], None, NOW, outcomes=True)
+    assert verdict.reason == RejectReason.INVALID_EVENT
+    assert "subscriber_id: Field required" in verdict.message
+    assert (
+        "(an outcome must have subscriber_id, occurred_at: write them; its fields are in "
+        "schemas/task-outcome.schema.json" in verdict.message
+    )
