@@ -153,7 +153,7 @@ def data_dir_finding(path: Path) -> Finding:
     if not os.access(probe, os.W_OK | os.X_OK):
         return Finding(step, Verdict.FAIL, f"{probe} is not writable by this user; {fix}")
     if probe != path:
-        return Finding(step, Verdict.OK, f"not there yet: made at start, in {probe}")
+        return Finding(step, Verdict.OK, f"not there yet: made at start, in {probe.absolute()}")
     return Finding(step, Verdict.OK, "writable")
 
 

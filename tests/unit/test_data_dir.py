@@ -76,6 +76,15 @@ class TestCheck:
         assert "made at start" in finding.detail
         assert not target.exists()
 
+    def test_a_relative_one_still_to_make_names_where_it_will_be(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The default, `./.moments-data`, said "not there yet: made at start, in .":
+        which directory "." was, the pod's or the shell's, was for the reader to guess."""
+        monkeypatch.chdir(tmp_path)
+        finding = data_dir_finding(Path(".moments-data"))
+        assert finding.detail == f"not there yet: made at start, in {tmp_path.resolve()}"
+
     def test_one_not_writable_fails_with_the_fix(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
