@@ -109,12 +109,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def intermixed(
+    command: argparse.ArgumentParser, argv: list[str], extras: list[str]
+) -> argparse.Namespace | None:
+    """The command's arguments read again with its positionals on both sides of its options
+    (`rules validate a.yaml --together b.yaml`), where argparse took the first run of them
+    alone and left the rest over; None where something else was left over (an option that
+    is none of the command's, said with its close spelling)."""
+    if any(extra.startswith("-") for extra in extras):
+        return None
+    words = len(command.prog.split()) - 1  # `moments rules validate`: argv's first two
+    try:
+        again, left = command.parse_known_intermixed_args(argv[words:])
+    except TypeError:  # a parser argparse cannot read so (none of the commands')
+        return None
+    return None if left else again
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
     if extras:  # said by the command given, with its usage and the options it has
         command: argparse.ArgumentParser = getattr(args, "command_parser", parser)
-        command.error(unrecognized(extras, command))
+        again = intermixed(command, list(sys.argv[1:] if argv is None else argv), extras)
+        if again is None:
+            command.error(unrecognized(extras, command))
+        vars(args).update(vars(again))
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
