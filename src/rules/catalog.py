@@ -280,7 +280,7 @@ def load_together(paths: Sequence[Path]) -> RuleSet:
 def _no_rules_files(folder: Path) -> str:
     """Why a folder gave no rules files: one of hidden ones only is told they are left
     out, as `ls -a` shows them."""
-    said = "no .yaml rules files in this folder"
+    said = "no .yaml or .yml rules files in this folder"
     with contextlib.suppress(OSError):
         hidden = sorted(p.name for p in folder.iterdir() if is_yaml(p) and p.name.startswith("."))
         if hidden:

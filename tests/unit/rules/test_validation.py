@@ -873,7 +873,7 @@ rules:
             load_rules(tmp_path)
         (found,) = [str(p) for p in err.value.problems]
         assert found == (
-            f"{tmp_path}:1:1: no .yaml rules files in this folder (1 hidden file left out: "
+            f"{tmp_path}:1:1: no .yaml or .yml rules files in this folder (1 hidden file left out: "
             ".default.yaml; a name starting with '.' is an editor's or a copy's, rename it "
             "to load it)"
         )
