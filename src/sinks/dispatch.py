@@ -781,6 +781,9 @@ class TaskSink:
             # Those that may have gone out, by when the decision they repeat was taken
             # (`CapacityFitting.within`; None: parked by a re-drive, not known).
             sealed: dict[str, float | None] = {}
+            # Those whose moments may have gone out inside another carrier, their ids not
+            # (a leave's mark): not sealed, their cooldowns kept when dropped.
+            carried: set[str] = set()
             if redriven is not None:
                 # Produced, maybe (each marked re-driven by its claim, `Ledger.claim_stale`):
                 # one this decision parks is withdrawn when dropped later; its merged
@@ -793,7 +796,8 @@ class TaskSink:
                     if sealed_by_redrive(c, went, j.policy):
                         sealed[c.carrier_id] = redriven.get(c.carrier_id) if went is None else went
             elif released:
-                sealed = dict.fromkeys(await self._parked_by_redrive(candidates))
+                parked, carried = await self._parked_by_redrive(candidates)
+                sealed = dict.fromkeys(parked)
             # The channels their moments went out on where a decision moved them
             # (`as_it_went`): the payloads hold the ones they were made for.
             moved_on: dict[str, dict[str, str]] = {}
@@ -804,14 +808,14 @@ class TaskSink:
                 )
             to_send: list[ServiceTask] = []
             for wave in waves(candidates):
-                sendable, parked, gone = await self._route_wave(
-                    wave, at, declined, facts, j, reached, raced, sealed, moved_on, held
+                sendable, parks, gone = await self._route_wave(
+                    wave, at, declined, facts, j, reached, raced, sealed, moved_on, held, carried
                 )
                 to_send += sendable
                 dropped |= set(gone)
                 if why is not None:
                     why.update(gone)
-                queue_changed = queue_changed or parked
+                queue_changed = queue_changed or parks
             # The engine's fresh tasks: its gates judged their subscriber just now, after
             # any tombstone of the batch (`_send`).
             fresh = {c.carrier_id: made for c in candidates if c.fresh and c.deferral_counted}
@@ -854,14 +858,23 @@ class TaskSink:
         ]
         await self.decide_taken(taken, now, why, retake=False)
 
-    async def _parked_by_redrive(self, candidates: Sequence[Candidate]) -> set[str]:
+    async def _parked_by_redrive(
+        self, candidates: Sequence[Candidate]
+    ) -> tuple[set[str], set[str]]:
         """The tasks among those released that a re-drive parked (`redriven:<id>`): they may
         have gone out under their ids, and go out again as they went or not at all
         (`sealed_moment`, `as_it_went`, `CapacityFitting.within`), and dropped keep their
-        cooldowns (`_gone`). Every one is looked at, whatever its rule's fallback under
-        the policy in force: a task of one moment whose fallback a reload removed was
-        released unsealed, dropped `expired` for its channel closed until after it must
-        go (sealed, it goes now, `off_hours`' `went_out`), its cooldown returned. Still
+        cooldowns (`_gone`). And apart, those a leave marked (`Leave.went_out`,
+        `Ledger.redriven_carried`): their moments may have gone out inside a carrier
+        withdrawn since, their ids not, so they are judged as any (not sealed: the lead
+        declined or expired, the others go on under their own lead's id; a full pool
+        refuses them) and dropped keep their cooldowns. Read as a re-drive's, their
+        release sealed them, and a lead dropped for a reason no withdrawal names took
+        down with it moments whose only copy was withdrawn: lost.
+        Every one is looked at, whatever its rule's fallback under the policy in force: a
+        task of one moment whose fallback a reload removed was released unsealed,
+        dropped `expired` for its channel closed until after it must go (sealed, it goes
+        now, `off_hours`' `went_out`), its cooldown returned. Still
         one round trip a release, which a task parked by no re-drive answers with nothing.
 
         None for when they first went pending, though the mark holds it: the channels
@@ -871,9 +884,9 @@ class TaskSink:
         them; sent whole (`within`), they go as they went."""
         ids = [c.carrier_id for c in candidates if not c.fresh]
         if not ids:
-            return set()
+            return set(), set()
         return await self._redis(
-            lambda: self.ledger.redriven(ids), "reading tasks a re-drive parked"
+            lambda: self.ledger.redriven_carried(ids), "reading tasks a re-drive parked"
         )
 
     async def _update_waiting(self) -> None:
@@ -907,7 +920,7 @@ class TaskSink:
         answered = reason in ANSWERED or (
             reason is SuppressReason.DECLINED and m.retry_of is not None
         )
-        went_out = c.carrier_id in w.went_out
+        went_out = w.keeps_cooldowns(c.carrier_id)
         if self.returns is not None and not (from_batch or forgotten or answered or went_out):
             w.returned += CooldownReturn.all_of(m)
 
@@ -1029,6 +1042,7 @@ class TaskSink:
         sealed: Mapping[str, float | None] | None = None,
         moved_on: Mapping[str, Mapping[str, str]] | None = None,
         held: Held | None = None,
+        carried: Collection[str] = (),
     ) -> tuple[list[ServiceTask], bool, dict[str, str]]:
         """The decision for each candidate of a wave (see the module docstring), one store
         call per step for all of them; returns the tasks to send, whether any was
@@ -1040,7 +1054,12 @@ class TaskSink:
         is taken in the candidates' order (`CapacityFitting.within`). Each call is idempotent per
         task id, so a retried call (`with_retry`) repeats the ones that got through
         harmlessly, as a retried single step did."""
-        w = Writes(timetable=j.timetable, now=now, went_out=frozenset(sealed or ()))
+        w = Writes(
+            timetable=j.timetable,
+            now=now,
+            went_out=frozenset(sealed or ()),
+            carried=frozenset(carried),
+        )
         routes = await self._kept(wave, now, declined, facts, w, j, reached, sealed, moved_on, held)
         routes = await self._join(routes, now, j.gates)
         window = j.policy.merge.window.total_seconds()
@@ -1135,7 +1154,9 @@ class TaskSink:
         of (`WITHDRAWN_FOR`) that may have gone out: those a re-drive decided
         (`Ledger.redriven`: produced, maybe, before their worker died, never confirmed, so
         in no published index), dropped at once or where the re-drive parked them (a
-        release, a tombstone); each with its reason. Not one a tombstone took out of the
+        release, a tombstone); each with its reason. Not one a leave marked (its moments
+        may have gone out inside another carrier, its id not: `Ledger.redriven_carried`),
+        whose notice named an id no consumer saw. Not one a tombstone took out of the
         deferral queue before a re-drive decided it (`Ledger.unsent`): it waited there,
         never published, and withdrawn it named the erased subscriber on the topic for a
         task no consumer saw. Both marks in one read (`Ledger.redriven_unsent`). The
@@ -1185,7 +1206,7 @@ class TaskSink:
                         raw[m.task_id],
                         reason,
                         keep_until=until,
-                        went_out=r.c.carrier_id in w.went_out,
+                        went_out=w.keeps_cooldowns(r.c.carrier_id),
                     )
                 )
         w.drop(carrier, reason, r.task.expires_at)
@@ -1336,7 +1357,7 @@ class TaskSink:
                             raw[t.task_id],
                             reason,
                             keep_until=until,
-                            went_out=c.carrier_id in w.went_out,
+                            went_out=w.keeps_cooldowns(c.carrier_id),
                         )
                     )
             if own is None:
@@ -1345,10 +1366,13 @@ class TaskSink:
                 continue
             w.drop(c.carrier_id, own[1], own[0].expires_at)
             if kept:
-                # A carrier that may have gone out with them inside, withdrawn: its moments
-                # go on under their lead's id, marked re-driven (`Leave.went_out`) so that
-                # a later drop keeps their cooldowns, as a crash here would have its
-                # re-drive's claim mark it. Unmarked, its release dropping it gave them back.
+                # A carrier that may have gone out with them inside, withdrawn (or one a
+                # leave so marked, dropped): its moments go on under their lead's id, marked
+                # as a leave marks it (`Leave.went_out`, `L<time>`) so that a later drop
+                # keeps their cooldowns; not as a re-drive's claim marks one: the lead's id
+                # never went out, and read so its release sealed it, dropping the others
+                # with a declined lead though their only copy was withdrawn. Unmarked, its
+                # release dropping it gave them back.
                 lead = lead_of(kept)
                 kept = [waited(t, own[0]) if t is lead else t for t in kept]
                 leaves += [
@@ -1358,7 +1382,7 @@ class TaskSink:
                         raw[t.task_id],
                         to=lead.task_id,
                         carries=task_bytes(t) if t.task_id == lead.task_id else b"",
-                        went_out=t.task_id == lead.task_id and c.carrier_id in w.went_out,
+                        went_out=t.task_id == lead.task_id and w.keeps_cooldowns(c.carrier_id),
                         # judged sendable now, by its last send (`_keep`): marked so
                         went_at=now,
                     )

@@ -262,7 +262,7 @@ class CapacityFitting:
         # out (`sealed_alone`): its batch read again gave back the cooldown its release's
         # drop had kept (`TaskSink._dropped_before`), and a part that re-drive sent and
         # died before confirming was re-driven unsealed, its other moments sent again.
-        went_out = r.c.carrier_id in w.went_out
+        went_out = w.keeps_cooldowns(r.c.carrier_id)
         leaves = [
             Leave(
                 carrier,

@@ -92,7 +92,10 @@ return 0
 # score at the first re-drive's claim), kept by every later claim: a later claim's score
 # is an earlier re-drive's claim, or a release after it parked the task, not when the
 # task may first have gone out (`sinks.dispatch.sealed_by_redrive`). A mark an older
-# build wrote holds '1', which says nothing of when, and is kept as it is.
+# build wrote holds '1', which says nothing of when, and is kept as it is. A leave's mark
+# (`L<time>`, `_LEAVE`: its moments may have gone out inside another carrier, not under
+# this id) becomes a claim's, with the leave's time: this id itself may have gone out now
+# (its decision published it and died), as of the decision that made it pending.
 # The claim also writes its token (`claimed:<id>`, a day), which a later claim overwrites:
 # the claimer's produce is fenced by it (`_FENCE`), so that a re-drive that stalled past
 # the grace period after its claim sends nothing another worker's claim took since.
@@ -111,8 +114,10 @@ if not v or string.sub(v, 1, 1) ~= 'P' then
 end
 redis.call('ZADD', SK[1], S[2], A[1])
 local before = redis.call('GET', K[2])
+local mark = before or score
+if before and string.sub(before, 1, 1) == 'L' then mark = string.sub(before, 2) end
 local left = redis.call('PTTL', K[1])
-if left > 0 then redis.call('SET', K[2], before or score, 'PX', left) end
+if left > 0 then redis.call('SET', K[2], mark, 'PX', left) end
 redis.call('SET', K[3], S[3], 'EX', S[4])
 return {v, score, before or ''}
 """
@@ -269,7 +274,8 @@ return 1
 # every channel; ARGV: ttl, id, token (`Ledger.first_outcome`; '' none). Whether the status
 # is new, or was noted with this token (the same call again, its reply lost); a task still
 # pending (published, not confirmed), or waiting where a re-drive parked it (published,
-# maybe, before its worker died: the outcome says it was), is marked answered, so its
+# maybe, before its worker died: the outcome says it was; not a leave's mark, `L<time>`,
+# whose id never went out), is marked answered, so its
 # confirm leaves it out of the index (`_SETTLE`) and its release confirms it as sent.
 _FIRST_OUTCOME_UNKNOWN = """
 local mark = ARGV[3]
@@ -277,7 +283,8 @@ if mark == '' then mark = '1' end
 local first = redis.call('SET', KEYS[1], mark, 'NX', 'EX', ARGV[1])
 local v = redis.call('GET', KEYS[2])
 local state = v and string.sub(v, 1, 1)
-if state == 'P' or (state == 'D' and redis.call('EXISTS', KEYS[4]) == 1) then
+local redriven = state == 'D' and redis.call('GET', KEYS[4])
+if state == 'P' or (redriven and string.sub(redriven, 1, 1) ~= 'L') then
   redis.call('SET', KEYS[3], '1', 'EX', ARGV[1])
 end
 for i = 5, #KEYS do redis.call('ZREM', KEYS[i], ARGV[2]) end
@@ -290,9 +297,11 @@ return 0
 # the others) / 'M' (joins A[5]), reason or new carrier, milliseconds to keep a dropped
 # entry ('' as it is), the pending payload ('' the one it joined with), '1' when its
 # carrier may have gone out with it inside (`Leave.went_out`; '' for none): carrying the
-# others, marked re-driven, as a re-drive's claim marks a task, with when it went pending,
-# for its entry's life; dropped, marked '1' (sealed, `sealed_alone`) for its entry's life,
-# so that a batch read again keeps its cooldown as the drop did (`_dropped_before`);
+# others, marked `L<time>` (`LEFT_MARK`: its moments may have gone out inside that carrier,
+# this id not: their cooldowns are kept, the task not sealed), for its entry's life, which
+# a re-drive's claim turns into its own (`_CLAIM_STALE`); dropped, marked '1' (sealed,
+# `sealed_alone`) for its entry's life, so that a batch read again keeps its cooldown as
+# the drop did (`_dropped_before`);
 # when its decision judged it (`Leave.went_at`, the mark's time carrying the others; ''
 # the leave's, S[1]); S: now, ttl; SK: pending.
 # K[5], A[10], A[11]: the carrier's `claimed:<id>` token, and a fenced decision's token
@@ -346,7 +355,7 @@ elseif A[4] == 'P' then
     local before = redis.call('GET', K[4])
     local at = A[9]
     if at == '' then at = S[1] end
-    if left > 0 then redis.call('SET', K[4], before or at, 'PX', left) end
+    if left > 0 then redis.call('SET', K[4], before or ('L' .. at), 'PX', left) end
   end
 else
   redis.call('SET', K[1], 'M' .. A[5], 'XX', 'KEEPTTL')
@@ -509,13 +518,27 @@ def new_claim_token() -> str:
     return uuid.uuid4().hex
 
 
+LEFT_MARK = b"L"
+"""What a leave's `redriven:<id>` mark begins with (`L<time>`, `_LEAVE`, `Leave.went_out`):
+the moments of the task may have gone out inside another carrier, withdrawn since, so its
+drop keeps their cooldowns; its id itself never went out (not `Ledger.redriven`: not
+sealed, not withdrawn) until a re-drive claims it (`_CLAIM_STALE` turns the mark into its
+own, the time kept). A claim's mark is the time alone, or `1` from an older build."""
+
+
+def is_left(mark: bytes) -> bool:
+    """Whether a `redriven:<id>` mark is a leave's (`LEFT_MARK`), not a claim's."""
+    return mark.startswith(LEFT_MARK)
+
+
 def first_pending_of(mark: bytes) -> float | None:
     """When a re-driven task first went pending, as its `redriven:<id>` mark holds it
-    (`_CLAIM_STALE`); None for a mark an older build wrote ('1'), which does not say, and
-    for the `1` a merged moment dropped with a carrier that may have gone out bears
-    (`_LEAVE`, `Leave.went_out`): both judged sealed (`sealed_alone`)."""
+    (`_CLAIM_STALE`; a leave's, `LEFT_MARK`, when its decision judged it); None for a mark
+    an older build wrote ('1'), which does not say, and for the `1` a merged moment dropped
+    with a carrier that may have gone out bears (`_LEAVE`, `Leave.went_out`): both judged
+    sealed (`sealed_alone`)."""
     try:
-        at = float(mark)
+        at = float(mark.removeprefix(LEFT_MARK))
     except ValueError:
         return None
     return None if mark == b"1" or not math.isfinite(at) else at
@@ -643,7 +666,9 @@ class TaskLedger:
         """Set (for as long as the entry lives, until it is sent) when the re-drive claimed
         the task (`claim_stale`), holding when it first went pending: its worker may have
         published it before dying, so a later drop for a profile change withdraws it
-        (`redriven`)."""
+        (`redriven`). Or, `L<time>` (`LEFT_MARK`), set by a leave (`leave_many`,
+        `Leave.went_out`): its moments may have gone out inside another carrier
+        (`redriven_carried`)."""
         return f"{self.prefix}redriven:{task_id}"
 
     def claimed_key(self, task_id: str) -> str:
@@ -1006,7 +1031,15 @@ class TaskLedger:
 
     async def redriven(self, task_ids: Sequence[str]) -> set[str]:
         """See `sinks.stores.Ledger.redriven`: one round trip."""
-        return await self._marked(task_ids, self.redriven_key)
+        return (await self.redriven_carried(task_ids))[0]
+
+    async def redriven_carried(self, task_ids: Sequence[str]) -> tuple[set[str], set[str]]:
+        """See `sinks.stores.Ledger.redriven_carried`: one MGET."""
+        if not task_ids:
+            return set(), set()
+        marks: list[Any] = await self.redis.mget([self.redriven_key(i) for i in task_ids])
+        got = [(i, as_bytes(m)) for i, m in zip(task_ids, marks, strict=True) if m is not None]
+        return {i for i, m in got if not is_left(m)}, {i for i, m in got if is_left(m)}
 
     async def first_pending(self, task_ids: Sequence[str]) -> dict[str, float | None]:
         """See `sinks.stores.Ledger.first_pending`: one MGET."""
@@ -1046,7 +1079,11 @@ class TaskLedger:
         keys = [self.redriven_key(i) for i in task_ids] + [self.unsent_key(i) for i in task_ids]
         marks: list[Any] = await self.redis.mget(keys)
         n = len(task_ids)
-        redriven = {i for i, mark in zip(task_ids, marks[:n], strict=True) if mark is not None}
+        redriven = {
+            i
+            for i, mark in zip(task_ids, marks[:n], strict=True)
+            if mark is not None and not is_left(as_bytes(mark))
+        }
         unsent = {i for i, mark in zip(task_ids, marks[n:], strict=True) if mark is not None}
         return redriven, unsent
 

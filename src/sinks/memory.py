@@ -23,6 +23,7 @@ from sinks.ledger import (
     DEFERRED,
     DROPPED,
     DROPPED_KEPT_S,
+    LEFT_MARK,
     MERGED,
     PENDING,
     PUBLISHED_KEPT_S,
@@ -32,6 +33,7 @@ from sinks.ledger import (
     Unanswered,
     Voided,
     first_pending_of,
+    is_left,
     moved_bytes,
     moved_of,
     new_claim_token,
@@ -266,10 +268,10 @@ class MemoryLedger:
             elif to == i.task_id:
                 entry.value = PENDING + (i.carries or i.payload)
                 self.pending[i.task_id] = self.clock()
-                if i.went_out:  # as `_LEAVE`: marked re-driven, with when it went pending
+                if i.went_out:  # as `_LEAVE`: a leave's mark, with when it was judged
                     mark = self._live(self.redriven_marks, i.task_id)
                     at = self.clock() if i.went_at is None else i.went_at
-                    first = mark.value if mark is not None else repr(at).encode()
+                    first = mark.value if mark is not None else LEFT_MARK + repr(at).encode()
                     self.redriven_marks[i.task_id] = _Entry(first, entry.expires_at)
             else:
                 entry.value = MERGED + to.encode()
@@ -304,6 +306,7 @@ class MemoryLedger:
                 first_pending[task_id] = first_pending_of(mark.value)
             entry = self.entries[task_id]
             first = mark.value if mark is not None else repr(score).encode()
+            first = first.removeprefix(LEFT_MARK)  # a leave's mark made the claim's
             self.redriven_marks[task_id] = _Entry(first, entry.expires_at)
             self.claim_tokens[task_id] = _Entry(held, now + CLAIM_TOKEN_KEPT_S)  # as Redis
             if since is not None:
@@ -449,7 +452,18 @@ class MemoryLedger:
             self.unsent_marks[task_id] = _Entry(b"1", entry.expires_at)
 
     async def redriven(self, task_ids: Sequence[str]) -> set[str]:
-        return {i for i in task_ids if self._live(self.redriven_marks, i) is not None}
+        return (await self.redriven_carried(task_ids))[0]
+
+    async def redriven_carried(self, task_ids: Sequence[str]) -> tuple[set[str], set[str]]:
+        marks = [(i, self._live(self.redriven_marks, i)) for i in task_ids]
+        got = [(i, m.value) for i, m in marks if m is not None]
+        return {i for i, m in got if not is_left(m)}, {i for i, m in got if is_left(m)}
+
+    def marked(self, task_id: str) -> bool:
+        """Whether the task bears a `redriven:<id>` mark of either kind (a claim's or a
+        leave's), as the Redis scripts that look for it with EXISTS see it (`_JOIN`,
+        `_FORGET`)."""
+        return self._live(self.redriven_marks, task_id) is not None
 
     async def first_pending(self, task_ids: Sequence[str]) -> dict[str, float | None]:
         marks = {i: self._live(self.redriven_marks, i) for i in task_ids}
@@ -498,7 +512,11 @@ class MemoryLedger:
             and entry is not None
             and (  # as Redis: a re-drive's parked too
                 entry.value.startswith(PENDING)
-                or (parked and self._live(self.redriven_marks, task_id) is not None)
+                or (
+                    parked
+                    and (mark := self._live(self.redriven_marks, task_id)) is not None
+                    and not is_left(mark.value)
+                )
             )
         ):
             self.answered[task_id] = _Entry(b"1", self.clock() + self.ttl)  # as Redis: EX ttl
@@ -763,10 +781,10 @@ class MemoryDeferrals:
         carried = await self.ledger.get(carrier)
         if carried is None or not carried.startswith(DEFERRED):
             return None
-        if await self.ledger.redriven([carrier]):  # as Redis: its group closes
+        if self.ledger.marked(carrier):  # as Redis: its group closes
             del self.open[subscriber_id]
             return None
-        if await self.ledger.redriven([task_id]):  # as Redis: it may have gone out
+        if self.ledger.marked(task_id):  # as Redis: it may have gone out
             return None
         due = self.scores.get(carrier)
         if item.due_from is not None or item.due_by is not None:

@@ -161,6 +161,17 @@ class Writes:
     """The candidates (by their entries' ids) that may have gone out under their ids
     (sealed: re-driven, or parked by a re-drive): their moments dropped keep their
     rules' cooldowns (`TaskSink._gone`)."""
+    carried: frozenset[str] = frozenset()
+    """The candidates (by their entries' ids) whose moments may have gone out inside
+    another carrier, withdrawn since, their ids not (a leave's mark:
+    `Ledger.redriven_carried`): not sealed, but their moments dropped keep their rules'
+    cooldowns, as `went_out`'s do (`keeps_cooldowns`)."""
+
+    def keeps_cooldowns(self, carrier_id: str) -> bool:
+        """Whether the moments of this candidate, dropped, keep their rules' cooldowns:
+        they may have gone out, under its id or inside another carrier (`went_out`,
+        `carried`)."""
+        return carrier_id in self.went_out or carrier_id in self.carried
 
     def park(
         self,

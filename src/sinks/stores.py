@@ -144,12 +144,15 @@ class Leave:
     leaves the re-drive what the group waited for, not what gating wrote when it joined."""
     went_out: bool = False
     """Out of a task that may have gone out with it inside (re-driven, or parked by a
-    re-drive: `Writes.went_out`). Moved to its own id (the task withdrawn:
-    `TaskSink._kept`; a part capacity splits off such a task or off that lead:
-    `CapacityFitting.split`): its entry is marked `redriven:<id>` as it goes pending, as a
-    re-drive's claim marks one, so that its drop, in this decision or a later one, keeps
-    its moments' cooldowns. Dropped (its cooldown kept: `TaskSink._gone`): its entry is
-    marked `redriven:<id>` `1` for its life (when it went pending not said: sealed,
+    re-drive: `Writes.went_out`; or a task a leave so marked: `Writes.carried`). Moved to
+    its own id (the task withdrawn: `TaskSink._kept`; a part capacity splits off such a
+    task or off that lead: `CapacityFitting.split`): its entry is marked `redriven:<id>`
+    `L<time>` as it goes pending (a leave's mark, `sinks.ledger.LEFT_MARK`), so that its
+    drop, in this decision or a later one, keeps its moments' cooldowns; not sealed, nor
+    withdrawn when dropped (its id never went out: `Ledger.redriven_carried`), until a
+    re-drive's claim makes the mark its own (its decision may have published it).
+    Dropped (its cooldown kept: `TaskSink._gone`): its entry is marked
+    `redriven:<id>` `1` for its life (when it went pending not said: sealed,
     `sealed_alone`), so that its batch read again keeps the cooldown too
     (`TaskSink._dropped_before`); unmarked, that gave it back, and its rule fired again
     inside the cooldown for a moment that may have reached the customer."""
@@ -383,14 +386,24 @@ class Ledger(Protocol):
 
     async def redriven(self, task_ids: Sequence[str]) -> set[str]:
         """Those of these tasks a re-drive decided again (`redriven:<id>`, written by its
-        claim, `claim_stale`, for as long as the entry lives, until it is sent): their
+        claim, `claim_stale`, for as long as the entry lives, until it is sent; not a
+        leave's mark, `redriven_carried`, which its id never went out under): their
         worker may have published them before dying, so wherever one is dropped later
         for a profile change (its release, a tombstone) it is withdrawn, and a tombstone
         does not mark it `unsent`. One round trip."""
         ...
 
+    async def redriven_carried(self, task_ids: Sequence[str]) -> tuple[set[str], set[str]]:
+        """`redriven` of these tasks, and apart those a leave marked (`Leave.went_out`, a
+        mark of its own kind no claim turned into its own since): their moments may have
+        gone out inside another carrier, withdrawn since, so their drop keeps the moments'
+        cooldowns; their ids themselves never went out, so they are not sealed, nor
+        withdrawn when dropped. One round trip."""
+        ...
+
     async def first_pending(self, task_ids: Sequence[str]) -> dict[str, float | None]:
-        """Those of these tasks a re-drive decided again (`redriven`), each with when it
+        """Those of these tasks a re-drive decided again (`redriven`), or a leave marked
+        (`redriven_carried`: when its decision judged it), each with when it
         first went pending, as its `redriven:<id>` mark holds it (`claim_stale`'s
         `first_pending`; None for a mark an older build wrote, which does not say). One
         round trip."""

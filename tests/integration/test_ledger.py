@@ -188,6 +188,19 @@ class TestClaimStale:
             assert await ledger.claim_stale(-1, first_pending=first) == [("b", b"B")]
             assert first == {"b": None}
         assert await ledger.redis.get(ledger.redriven_key("b")) == b"1"
+        assert await ledger.redriven_carried(["b"]) == ({"b"}, set())  # a claim's: sealed
+
+    async def test_a_time_an_earlier_build_wrote_reads_as_a_claims_mark(
+        self, ledger: TaskLedger
+    ) -> None:
+        """A mark that is a time alone, a claim's or (an earlier build) a leave's, keeps
+        the meaning it had: the id may have gone out under its own name (`redriven`:
+        sealed, withdrawn when dropped), first pending then; only `L<time>` is a leave's."""
+        await ledger.claim([("b", b"B"), ("c", b"C")])
+        await ledger.redis.set(ledger.redriven_key("b"), "1733300000.5")
+        await ledger.redis.set(ledger.redriven_key("c"), "L1733300000.5")
+        assert await ledger.redriven_carried(["b", "c"]) == ({"b"}, {"c"})
+        assert await ledger.first_pending(["b", "c"]) == {"b": 1733300000.5, "c": 1733300000.5}
 
     async def test_confirmed_entry_is_not_redriven(self, ledger: TaskLedger) -> None:
         await ledger.claim([("a", b"{}")])

@@ -12,11 +12,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import pytest
-
 from moments.models import Channel
 from sinks.cooldowns import CollectedCooldownReturns
 from sinks.dispatch import TaskSink
+from sinks.policy import DispatchPolicy
 from sinks.stores import DispatchStores
 
 from .fakes import Clock
@@ -102,7 +101,8 @@ async def test_a_second_redrive_after_the_first_died_at_its_claim_decides_once()
     assert await sink.redrive(GRACE_S) == 1
     assert withdrawn(producer_of(sink)) == [(CALL, "opt_out")]
     assert [await stores.ledger.state(i) for i in (CALL, SMS)] == ["dropped", "deferred"]
-    assert await stores.ledger.redriven([CALL, SMS]) == {CALL, SMS}
+    # The call's claim mark, the SMS moment's a leave's (its id never went out).
+    assert await stores.ledger.redriven_carried([CALL, SMS]) == ({CALL}, {SMS})
     await stores.declines.suppress(SUB, "b", 86400)
     clock.now = OPENS.timestamp()
     await sink.release_due()
@@ -191,18 +191,70 @@ async def test_a_part_split_off_a_rehomed_lead_keeps_its_cooldown() -> None:
     assert await sink.flush() == set()
 
 
-async def test_a_part_split_off_a_rehomed_lead_goes_out_when_due() -> None:
-    """The control: nothing happened while `o` waited, so it goes out at its release under
-    its own id, once. Its mark has its release judge it as one a re-drive parked, as the
-    lead of a withdrawn task's moments is judged at the release of its park (the decision
-    a re-drive takes after a crash before the split): sent whole on its channel, the full
-    pool not asked again (docs/architecture.md, "Capacity"). Before: unmarked, it was
-    refused by the pool again and waited for another day."""
+async def test_a_part_split_off_a_rehomed_lead_respects_the_pool() -> None:
+    """The control: nothing happened while `o` waited, and its pool is full again at its
+    release: it waits for another day, sent by no one, its cooldown neither returned nor
+    spent. Its id never went out (the withdrawn call carried `o` under the call's id): its
+    mark is a leave's (`L<time>`), which keeps its cooldown when it is dropped but does not
+    seal it. Read as a re-drive's (before), it was sent whole past the full pool, as if
+    its id had gone out already."""
     clock, stores, sink, returns = await withdrawn_and_split()
+    assert await stores.ledger.redriven_carried([OTHER]) == (set(), {OTHER})
     clock.now = NEXT_DAY.timestamp()
     await sink.release_due()
-    assert await stores.ledger.state(OTHER) == "sent"
-    assert published(producer_of(sink))[2:] == [(OTHER, "sms", [])]
+    assert await stores.ledger.state(OTHER) == "deferred"
+    assert published(producer_of(sink))[2:] == []
+    assert returns.pending == []
+
+
+FOURTH = "b7" * 16
+ROOM_SMS: dict[str, Any] = {**FULL_SMS, "capacity": {"*": {"sms": 5}}}
+"""`FULL_SMS` reloaded with room for SMS."""
+
+
+async def test_a_split_part_whose_lead_is_declined_sends_its_other_moment() -> None:
+    """Three SMS moments joined the call (`l` leading them, priority 2, then `o`, priority
+    3, and `q`, priority 4); the call went out with them inside, its worker died before
+    the confirm, the customer opted out of calls, and the re-drive withdrew the call: the
+    full SMS pool sends `l` as its fallback app push and splits `o` and `q` off to wait
+    for the next day under `o`'s id. A reload gives SMS room; rule `o` is declined
+    meanwhile: at its release `o` is dropped (its cooldown kept: it may have gone out
+    inside the call) and `q`, whose only copy was withdrawn with the call, goes out under
+    its own id. Before: the part's mark read as a re-drive's sealed it, and `q` was
+    dropped with `o`: a lost moment."""
+    policy = {**FULL_SMS, "overflow": {**FULL_SMS["overflow"], "q": {"policy": "defer"}}}
+    clock, stores, sink = sink_of(policy, START)
+    returns = CollectedCooldownReturns(lambda: {"a", "l", "o", "q"})
+    sink.returns = returns
+    sink.add(moment(CALL, Channel.OUTBOUND_CALL, "a", START, 72))
+    await sink.flush()
+    clock.now += 300
+    made = START + dt.timedelta(minutes=5)
+    members = [
+        moment(LEAD, Channel.SMS, "l", made, 72).model_copy(update={"priority": 2}),
+        moment(OTHER, Channel.SMS, "o", made, 72),
+        moment(FOURTH, Channel.SMS, "q", made, 72).model_copy(update={"priority": 4}),
+    ]
+    for member in members:
+        sink.add(member)
+        await sink.flush()
+    clock.now = START.timestamp() + 31 * 60
+    with crashing(stores.ledger, "confirm"):
+        await sink.release_due()
+    await opt_out(sink, clock.now + 5, ["outbound_call"])
+    clock.now += GRACE_S + 10
+    assert await sink.redrive(GRACE_S) == 1
+    assert withdrawn(producer_of(sink)) == [(CALL, "opt_out")]
+    assert published(producer_of(sink))[1:] == [(LEAD, "app_push", [])]
+    states = [await stores.ledger.state(i) for i in (OTHER, FOURTH)]
+    assert states == ["deferred", "merged"]
+
+    sink.use_policy(DispatchPolicy.model_validate(ROOM_SMS))
+    await stores.declines.suppress(SUB, "o", 3 * 86400)
+    clock.now = NEXT_DAY.timestamp()
+    await sink.release_due()
+    assert await stores.ledger.state(OTHER) == "dropped"
+    assert published(producer_of(sink))[2:] == [(FOURTH, "sms", [])]
     assert returns.pending == []
 
 
@@ -344,9 +396,8 @@ async def test_a_rehomed_lead_sent_under_its_own_id_is_withdrawn_when_dropped() 
     """The SMS moment re-homed after the withdrawn call goes out under its own id at the
     SMS opening, and that release dies before its confirm; the customer then opts out of
     SMS: the re-drive drops it `opt_out` and withdraws it under its own id, which may have
-    reached the consumer. The mark its leave wrote (kept by the re-drive's claim) cannot
-    tell this lead from one never published under its id, which is withdrawn too, a
-    notice of an id no consumer saw; told apart, this one must still be withdrawn."""
+    reached the consumer: the re-drive's claim made the leave's mark its own
+    (`redriven:<id>`), unlike a lead never published under its id (below)."""
     clock, stores, sink, returns = await withdrawn_and_rehomed()
     clock.now = OPENS.timestamp()
     with crashing(stores.ledger, "confirm"):
@@ -360,10 +411,21 @@ async def test_a_rehomed_lead_sent_under_its_own_id_is_withdrawn_when_dropped() 
     assert returns.pending == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known, not fixed: a leave's redriven:<id> mark reads as a re-drive's (see docstring)",
-)
+async def test_a_rehomed_lead_never_sent_under_its_id_is_not_withdrawn_when_dropped() -> None:
+    """The SMS moment re-homed after the withdrawn call waits for the SMS opening; the
+    customer then opts out of SMS: its release drops it `opt_out`, its cooldown kept (it
+    may have gone out inside the call, which was withdrawn), and withdraws nothing: no
+    consumer saw its id. Before: its leave's mark read as a re-drive's, and a notice went
+    out for an id no consumer had seen."""
+    clock, stores, sink, returns = await withdrawn_and_rehomed()
+    await opt_out(sink, clock.now + 5, ["sms"])
+    clock.now = OPENS.timestamp()
+    await sink.release_due()
+    assert await stores.ledger.state(SMS) == "dropped"
+    assert withdrawn(producer_of(sink)) == [(CALL, "opt_out")]
+    assert returns.pending == []
+
+
 async def test_a_rehomed_group_whose_lead_is_declined_sends_its_other_moment() -> None:
     """Two SMS moments (rules `l`, leading them, and `o`) joined the call; the call went
     out with them inside, its worker died before the confirm, the customer opted out of

@@ -417,7 +417,10 @@ class TestLeave:
         """`went_out`: the moment that now carries the others, out of a carrier that may
         have gone out with them inside and was withdrawn, is marked `redriven:<id>` with
         when it went pending (its drop keeps their cooldowns); one moved without it, or
-        joining another, is not. Before: no moment leaving a group was marked."""
+        joining another, is not. Before: no moment leaving a group was marked. The mark is
+        a leave's (`redriven_carried`: its id never went out, not `redriven`) until a
+        re-drive's claim makes it its own, the time kept (that claim's decision may
+        publish it). Before: a claim's from the start, and its release sealed it."""
         ledger, deferral = stores.ledger, stores.deferral
         await ledger.claim([(t, t.upper().encode()) for t in "abcd"])
         assert await deferral.park("a", "s1", b"", time.time() + 600, 600)
@@ -429,14 +432,18 @@ class TestLeave:
             Leave("a", "d", b"D", to="d"),
         ]
         assert await ledger.leave_many(leaves) == [True, True, True]
-        assert await ledger.redriven(["a", "b", "c", "d"]) == {"b"}
+        assert await ledger.redriven_carried(["a", "b", "c", "d"]) == (set(), {"b"})
+        assert await ledger.redriven(["a", "b", "c", "d"]) == set()
+        assert await ledger.redriven_unsent(["b"]) == (set(), set())
+        left = (await ledger.first_pending(["b"]))["b"]
+        assert left is not None
+        assert before <= left <= time.time()
         first: dict[str, float | None] = {}
         claimed = await ledger.claim_stale(-1, first_pending=first)
         assert sorted(i for i, _ in claimed) == ["b", "d"]
-        assert list(first) == ["b"]
-        went = first["b"]
-        assert went is not None
-        assert before <= went <= time.time()
+        assert first == {"b": left}
+        assert await ledger.redriven_carried(["b", "d"]) == ({"b", "d"}, set())
+        assert await ledger.first_pending(["b"]) == {"b": left}
 
     async def test_carrying_what_may_have_gone_out_is_marked_when_its_decision_judged_it(
         self, stores: DispatchStores
