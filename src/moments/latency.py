@@ -14,14 +14,13 @@ import datetime as dt
 import math
 import random
 import time
-import urllib.request
 from collections.abc import Callable, Mapping
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from prometheus_client.parser import text_string_to_metric_families
 
 from moments.connections import kafka_client_kwargs
+from moments.metrics_server import scrape_samples
 from moments.sample import daytime_zone
 from moments.settings import Settings
 
@@ -31,14 +30,12 @@ TASK_SHARE = 0.05
 
 
 def buckets(port: int) -> dict[float, float]:
-    """Cumulative counts of the latency histogram, by upper bound (seconds)."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    out: dict[float, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == f"{HISTOGRAM}_bucket":
-                out[float(sample.labels["le"])] = sample.value
-    return out
+    """Cumulative counts of the latency histogram, by upper bound (seconds): its buckets
+    alone, not the whole /metrics page (`scrape_samples`)."""
+    return {
+        float(sample.labels["le"]): sample.value
+        for sample in scrape_samples(port, f"{HISTOGRAM}_bucket", timeout=5)
+    }
 
 
 def quantile(q: float, before: Mapping[float, float], after: Mapping[float, float]) -> float:

@@ -14,6 +14,7 @@ import binascii
 import hmac
 import socket
 import threading
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -22,6 +23,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from moments.exceptions import ConfigError
 from moments.health import Health
@@ -137,6 +139,43 @@ def serve_metrics(
     return server
 
 
+def _page(port: int, query: str, auth: tuple[str, str] | None, timeout: float) -> str:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{METRICS_PATH}{query}")
+    if auth is not None:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (an http URL of ours)
+        return str(response.read().decode())
+
+
+def _named(text: str, name: str) -> list[Sample]:
+    return [
+        sample
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]
+
+
+def scrape_samples(
+    port: int, name: str, auth: tuple[str, str] | None = None, timeout: float = 2.0
+) -> list[Sample]:
+    """The samples called `name` on the /metrics of a local worker (127.0.0.1:`port`), with
+    basic `auth` (user, password) if given. Raises OSError when it does not answer.
+
+    It asks for that name alone (`?name[]=`): prometheus_client's exposition then collects
+    only the collector that describes it, where the whole page (about 1,200 samples)
+    costs the worker some 67,000 Python calls, which a bench polling every 0.2 s measured
+    as the worker's own. Where that answer holds no such sample, the whole page is read:
+    a custom collector that does not describe its names is left out of the restricted
+    answer, and so is a family with labels but no series yet (it costs both reads, and
+    sums to 0). A server that ignores the parameter sends the whole page at once, filtered
+    here all the same."""
+    query = "?" + urllib.parse.urlencode({"name[]": name})
+    samples = _named(_page(port, query, auth, timeout), name)
+    return samples or _named(_page(port, "", auth, timeout), name)
+
+
 def scrape(
     port: int,
     name: str,
@@ -144,18 +183,11 @@ def scrape(
     auth: tuple[str, str] | None = None,
 ) -> float:
     """The sum of the samples called `name` (with these labels, if given) on the /metrics
-    of a local worker (127.0.0.1:`port`), with basic `auth` (user, password) if given.
-    Raises OSError when it does not answer."""
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics")
-    if auth is not None:
-        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 (an http URL of ours)
-        text = response.read().decode()
+    of a local worker (127.0.0.1:`port`), with basic `auth` (user, password) if given,
+    asking it for that name only (`scrape_samples`). Raises OSError when it does not answer."""
     wanted = (labels or {}).items()
     return sum(
         sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name and wanted <= sample.labels.items()
+        for sample in scrape_samples(port, name, auth)
+        if wanted <= sample.labels.items()
     )
