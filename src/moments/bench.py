@@ -247,11 +247,13 @@ def detector_consume(
     console: Console,
     latency_s: float = 15.0,
     offered: float | None = None,
+    worker_src: Path | None = None,
 ) -> tuple[Measurement, float, Latency | None]:
-    """A worker subprocess over the same topics: (rate, peak RSS in MiB, latency at
-    `offered` events/s, by default half the measured rate)."""
+    """A worker subprocess over the same topics (on `worker_src`'s code if given, see
+    `start_worker`): (rate, peak RSS in MiB, latency at `offered` events/s, by default half
+    the measured rate)."""
     log_path = workdir / "worker.log"
-    proc, port = start_serving_worker(settings, workdir / "data", log_path)
+    proc, port = start_serving_worker(settings, workdir / "data", log_path, worker_src=worker_src)
     try:
         started = 0.0
         seen = 0.0
@@ -297,18 +299,25 @@ METRICS_PORT_TAKEN = re.compile(r"cannot serve /metrics on \S+: Address already 
 
 
 def start_serving_worker(
-    settings: Settings, data_dir: Path, log_path: Path, wait_s: float = 60.0
+    settings: Settings,
+    data_dir: Path,
+    log_path: Path,
+    wait_s: float = 60.0,
+    worker_src: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], int]:
     """A `moments worker` subprocess serving /metrics on a free port: (process, port)."""
-    [started] = start_serving_workers([(settings, data_dir, log_path)], wait_s)
+    [started] = start_serving_workers([(settings, data_dir, log_path)], wait_s, worker_src)
     return started
 
 
 def start_serving_workers(
-    workers: list[tuple[Settings, Path, Path]], wait_s: float = 60.0
+    workers: list[tuple[Settings, Path, Path]],
+    wait_s: float = 60.0,
+    worker_src: Path | None = None,
 ) -> list[tuple[subprocess.Popen[bytes], int]]:
     """`moments worker` subprocesses (settings, data folder, log file each), all started
-    before any is waited for, each serving /metrics on a free port: (process, port) each.
+    before any is waited for, each serving /metrics on a free port: (process, port) each;
+    on `worker_src`'s code if given (`start_worker`).
 
     `free_port` only says a port was free a moment ago; another process (a test running
     beside, another bench) may bind it before the worker does, and the worker then exits
@@ -318,7 +327,7 @@ def start_serving_workers(
     try:
         for settings, data_dir, log_path in workers:
             port = free_port()
-            started.append((start_worker(settings, data_dir, port, log_path), port))
+            started.append((start_worker(settings, data_dir, port, log_path, worker_src), port))
         for n, (settings, data_dir, log_path) in enumerate(workers):
             for attempt in range(1, PORT_ATTEMPTS + 1):
                 proc, port = started[n]
@@ -330,7 +339,7 @@ def start_serving_workers(
                         f"time it bound /metrics; see {log_path}"
                     )
                 port = free_port()
-                started[n] = (start_worker(settings, data_dir, port, log_path), port)
+                started[n] = (start_worker(settings, data_dir, port, log_path, worker_src), port)
     except BaseException:
         for proc, _ in started:
             stop_worker(proc)
@@ -361,10 +370,21 @@ def _serves_metrics(
 
 
 def start_worker(
-    settings: Settings, data_dir: Path, port: int, log_path: Path
+    settings: Settings,
+    data_dir: Path,
+    port: int,
+    log_path: Path,
+    worker_src: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """A `moments worker` subprocess for these settings, gone with the bench if it dies."""
+    """A `moments worker` subprocess for these settings, gone with the bench if it dies.
+    With `worker_src` (a checkout or `git archive` of another version: the folder holding
+    its `src`), the worker runs that tree's code: its `src` goes first on the worker's
+    PYTHONPATH, while the bench, its raw reader and its events stay this tree's, so a
+    pair of runs differs in the worker alone."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOMENTS_")}
+    if worker_src is not None:
+        path = [str(worker_src_path(worker_src)), *filter(None, [env.get("PYTHONPATH")])]
+        env["PYTHONPATH"] = os.pathsep.join(path)
     env |= {
         "MOMENTS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "MOMENTS_REDIS_URL": settings.redis_url,
@@ -399,6 +419,19 @@ def start_worker(
             stderr=subprocess.STDOUT,
             preexec_fn=death_signal_preexec(),  # gone with the bench even if it is killed
         )
+
+
+def worker_src_path(tree: Path) -> Path:
+    """The `src` of another version's tree, for its worker's PYTHONPATH. Raises ValueError
+    naming what to give when `tree` holds no `src/moments`."""
+    src = tree.resolve() / "src"
+    if not (src / "moments" / "__init__.py").is_file():
+        raise ValueError(
+            f"{tree} holds no src/moments/__init__.py: give the folder that holds the other "
+            "version's src, e.g. after `git archive <commit> src | tar -x -C /tmp/old`, "
+            "--worker-src /tmp/old"
+        )
+    return src
 
 
 def stop_worker(proc: subprocess.Popen[bytes]) -> None:
@@ -439,17 +472,23 @@ def _assigned(ports: list[int]) -> tuple[int, ...]:
 
 
 def scale_out_consume(
-    settings: Settings, count: int, workers: int, workdir: Path, console: Console
+    settings: Settings,
+    count: int,
+    workers: int,
+    workdir: Path,
+    console: Console,
+    worker_src: Path | None = None,
 ) -> ScaleOut:
     """`workers` worker subprocesses started together as a new consumer group (own app id,
     state and ledger) over the same topics, timed like the single worker: from the first
-    processed event to the last."""
+    processed event to the last. On `worker_src`'s code if given (`start_worker`)."""
     group = settings.model_copy(update={"app_id": f"{settings.app_id}-x{workers}"})
     started_workers = start_serving_workers(
         [
             (group, workdir / f"data-{n}", workdir / f"worker-x{workers}-{n}.log")
             for n in range(workers)
-        ]
+        ],
+        worker_src=worker_src,
     )
     procs = [proc for proc, _ in started_workers]
     ports = [port for _, port in started_workers]
@@ -549,9 +588,11 @@ def run_bench(
     rules_only: bool = False,
     workers: int = 1,
     offered: float | None = None,
+    worker_src: Path | None = None,
 ) -> int:
     """`workers` > 1 adds a scale-out run: that many workers in a new group, same events.
-    `offered`: the latency phase's load (None: half the measured rate)."""
+    `offered`: the latency phase's load (None: half the measured rate). `worker_src`: the
+    workers run that tree's `src` (`start_worker`); the rest stays this tree's."""
     base = command_settings()  # its passwords masked in the log, as every command's
     print_rule_costs(min(count, 100_000), subscribers, base.rules)
     if rules_only:
@@ -585,9 +626,9 @@ def run_bench(
         console.print(f"raw aiokafka: {raw.rate:,.0f} events/s")
         scale = None
         if workers > 1:  # before the single worker, whose latency phase adds events
-            scale = scale_out_consume(settings, count, workers, workdir, console)
+            scale = scale_out_consume(settings, count, workers, workdir, console, worker_src)
         detector, rss, latency = detector_consume(
-            settings, count, workdir, console, offered=offered
+            settings, count, workdir, console, offered=offered, worker_src=worker_src
         )
     # Broker, Redis and workers have stopped; their logs are kept only when a run fails.
     shutil.rmtree(workdir, ignore_errors=True)
@@ -605,6 +646,8 @@ def run_bench(
             label, f"{m.events:,}", f"{m.before:,}", f"{m.seconds:.2f}", f"{m.rate:,.0f}", cpu
         )
     Console().print(table)
+    if worker_src is not None:
+        Console().print(f"workers ran {worker_src_path(worker_src)} (--worker-src)")
     Console().print(
         f"ratio detector/raw: {detector.rate / raw.rate:.2f}   worker peak RSS: {rss:.0f} MiB"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from moments.cliparts import add_command, positive_float, positive_int, shown
@@ -41,6 +42,7 @@ def add_bench_command(sub: Subparsers) -> None:
                   moments bench --rules-only                 # rule cost and state size only
                   moments bench --partitions 8 --workers 2   # and two workers against one
                   moments bench --offered 8000           # latency at 8,000 events/s
+                  moments bench --worker-src /tmp/old    # workers on another tree's src
                   MOMENTS_RULES=my-rules/ moments bench  # the cost of your own catalog
                 """,
         _cmd_bench,
@@ -68,10 +70,19 @@ def add_bench_command(sub: Subparsers) -> None:
         help="load at which latency is measured (default: half the measured rate); a fixed "
         "rate compares two versions or machines at the same load",
     )
+    p.add_argument(
+        "--worker-src",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="run the workers on another version's code: DIR holds its src (e.g. from `git "
+        "archive <commit> src | tar -x -C DIR`); the bench, raw reader and events stay this "
+        "version's, so two runs compare the workers alone",
+    )
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from moments.bench import run_bench
+    from moments.bench import run_bench, worker_src_path
 
     if not args.rules_only and args.events < MIN_BENCH_EVENTS:
         print(
@@ -88,6 +99,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.worker_src is not None:
+        try:
+            worker_src_path(args.worker_src)
+        except ValueError as exc:
+            print(f"--worker-src: {exc}", file=sys.stderr)
+            return 2
     return run_bench(
         args.events,
         args.subscribers,
@@ -95,4 +112,5 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         args.rules_only,
         workers=args.workers,
         offered=args.offered,
+        worker_src=args.worker_src,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -156,9 +158,11 @@ def test_a_worker_whose_metrics_port_was_taken_meanwhile_starts_on_another(
         tried: list[int] = []
         start_worker = bench.start_worker
 
-        def start(settings: Settings, data_dir: Path, port: int, log: Path) -> Any:
+        def start(
+            settings: Settings, data_dir: Path, port: int, log: Path, worker_src: Path | None
+        ) -> Any:
             tried.append(port)
-            return start_worker(settings, data_dir, port, log)
+            return start_worker(settings, data_dir, port, log, worker_src)
 
         monkeypatch.setattr(bench, "start_worker", start)
         settings = Settings(
@@ -172,3 +176,93 @@ def test_a_worker_whose_metrics_port_was_taken_meanwhile_starts_on_another(
             assert pid_listens_on(proc.pid, port) in (True, None)  # None: no /proc to tell
         finally:
             bench.stop_worker(proc)
+
+
+def _other_tree(root: Path) -> Path:
+    """A stand-in for another version's tree: its `moments` says whose it is and exits."""
+    package = root / "src" / "moments"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text("import moments, sys; print('ran', moments.__file__)\n")
+    return root
+
+
+class TestWorkerSrc:
+    """`moments bench --worker-src DIR`: the workers run DIR's src, the bench this tree's."""
+
+    def test_the_worker_runs_the_other_trees_code(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        tree = _other_tree(tmp_path / "old")
+        monkeypatch.setenv("PYTHONPATH", str(tmp_path / "site"))  # kept, after the tree's
+        log = tmp_path / "worker.log"
+        proc = bench.start_worker(Settings(), tmp_path / "data", 9999, log, worker_src=tree)
+        assert proc.wait(timeout=60) == 0, log.read_text()
+        assert log.read_text().strip() == f"ran {tree / 'src' / 'moments' / '__init__.py'}"
+        assert proc.args == [sys.executable, "-m", "moments", "worker"]
+
+    @pytest.mark.parametrize("given", [True, False])
+    def test_the_workers_pythonpath(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: bool
+    ) -> None:
+        seen: dict[str, str] = {}
+
+        def popen(args: list[str], env: dict[str, str], **kwargs: object) -> object:
+            seen.update(env)
+            return object()
+
+        monkeypatch.setattr("moments.bench.subprocess.Popen", popen)
+        monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+        tree = _other_tree(tmp_path / "old") if given else None
+        bench.start_worker(Settings(), tmp_path / "data", 9999, tmp_path / "w.log", tree)
+        expected = [str(tmp_path / "old" / "src")] if given else []
+        assert seen["PYTHONPATH"].split(os.pathsep) == [*expected, "/elsewhere"]
+
+    def test_every_worker_the_bench_starts_gets_it(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The scale-out run's workers and the single worker alike."""
+        given: list[Path | None] = []
+
+        def start(
+            settings: Settings, data_dir: Path, port: int, log: Path, worker_src: Path | None
+        ) -> Any:
+            given.append(worker_src)
+            return object()
+
+        monkeypatch.setattr(bench, "start_worker", start)
+        monkeypatch.setattr(bench, "_serves_metrics", lambda *_a: True)
+        tree = _other_tree(tmp_path / "old")
+        workers = [(Settings(), tmp_path / f"d{n}", tmp_path / f"w{n}.log") for n in range(2)]
+        bench.start_serving_workers(workers, worker_src=tree)
+        bench.start_serving_worker(Settings(), tmp_path / "d", tmp_path / "w.log", worker_src=tree)
+        assert given == [tree, tree, tree]
+
+    def test_the_option_reaches_run_bench(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from moments.cli import main
+
+        seen: dict[str, object] = {}
+
+        def fake_run_bench(*args: object, **kwargs: object) -> int:
+            seen.update(kwargs)
+            return 0
+
+        monkeypatch.setattr(bench, "run_bench", fake_run_bench)
+        tree = _other_tree(tmp_path / "old")
+        assert main(["bench", "--worker-src", str(tree)]) == 0
+        assert seen["worker_src"] == tree
+        assert main(["bench"]) == 0
+        assert seen["worker_src"] is None
+
+    def test_a_folder_without_src_is_refused_naming_what_to_give(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        from moments.cli import main
+
+        monkeypatch.setattr(bench, "run_bench", lambda *_a, **_k: 0)
+        assert main(["bench", "--worker-src", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert "holds no src/moments/__init__.py" in err
+        assert "--worker-src /tmp/old" in err
