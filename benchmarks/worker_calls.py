@@ -16,8 +16,10 @@ most; `--save FILE` keeps the counts (JSON), `--load FILE` prints saved ones, an
     .venv/bin/python benchmarks/worker_calls.py --src /tmp/old/src --compare /tmp/new.json
 
 While it waits it reads the worker's /metrics every `--scrape-every` seconds (0.2, as
-`moments bench` does; 0: never): those pages are work of the worker's too, counted in the
-thread "/metrics requests". `--idle SECONDS` then counts the idle worker's calls a second
+`moments bench` does; 0: never), as the bench reads it: the one sample name it follows
+(`?name[]=moments_events_total`), or with `--scrape-whole` the whole page, as the bench
+did before 2026-12-08. Those pages are work of the worker's too, counted in the thread
+"/metrics requests". `--idle SECONDS` then counts the idle worker's calls a second
 (its timers, the Kafka fetcher, the pages read). `--callgrind` runs the worker under
 valgrind and counts instructions instead (all threads, by C function; needs gcc and
 valgrind's headers): the only measure that sees C work (regexes, JSON, the collector),
@@ -43,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -287,7 +290,8 @@ def report(run: Mapping[str, Any], top: int) -> None:
     print(f"{records:,} records in {run['batches']} batches")
     if "scrapes" in run:
         made, size = run["scrapes"]["made"], run["scrapes"]["last_bytes"]
-        print(f"  /metrics read {made} times meanwhile, {size:,} bytes the last time")
+        what = "the whole page" if run["scrapes"].get("whole") else FOLLOWED
+        print(f"  /metrics read {made} times meanwhile ({what}), {size:,} bytes the last time")
     for key, n in run.get("process", {}).items():
         each = "_at_" not in key and "peak" not in key  # a difference over the window
         print(f"  {key}: {n:,}" + (f" ({n / records:.3f} an event)" if each else ""))
@@ -313,9 +317,15 @@ def report(run: Mapping[str, Any], top: int) -> None:
             print(f"  {n:10.2f}  {short(key)}")
 
 
-def metrics_page(port: int) -> bytes:
-    """The worker's whole /metrics page, read as `moments bench` reads it while it waits."""
-    url = f"http://127.0.0.1:{port}/metrics"
+FOLLOWED = "moments_events_total"
+"""The sample `moments bench` follows while its worker reads the events."""
+
+
+def metrics_page(port: int, whole: bool = False) -> bytes:
+    """The worker's /metrics as `moments bench` reads it while it waits: the followed
+    sample's family alone (`scrape`'s `?name[]=`), or the whole page."""
+    query = "" if whole else "?" + urllib.parse.urlencode({"name[]": FOLLOWED})
+    url = f"http://127.0.0.1:{port}/metrics{query}"
     with urllib.request.urlopen(url, timeout=2) as response:
         page: bytes = response.read()
     return page
@@ -329,6 +339,7 @@ def count_calls(
     callgrind: bool = False,
     idle_s: float = 0.0,
     scrape_every: float = 0.2,
+    scrape_whole: bool = False,
 ) -> dict[str, Any]:
     """Runs the broker, Redis and one counted worker; returns the saved counts."""
     from moments.bench import produce, start_worker, stop_worker
@@ -385,13 +396,13 @@ def count_calls(
                         sys.exit(f"no counts from the worker in time; see {log}")
                     if scrape_every > 0:  # as `moments bench` follows its worker
                         with contextlib.suppress(OSError):
-                            body = metrics_page(port)
+                            body = metrics_page(port, scrape_whole)
                             scrapes += 1
                     time.sleep(scrape_every if scrape_every > 0 else 0.5)
         finally:
             stop_worker(proc)
         result: dict[str, Any] = json.loads(out.read_text())
-        result["scrapes"] = {"made": scrapes, "last_bytes": len(body)}
+        result["scrapes"] = {"made": scrapes, "last_bytes": len(body), "whole": scrape_whole}
         if idle_s > 0:
             result["idle"] = json.loads(idle_out.read_text())
     shutil.rmtree(work, ignore_errors=True)  # kept only when the run fails
@@ -426,6 +437,12 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="SECONDS",
         help="read the worker's /metrics this often meanwhile, as moments bench does (0: never)",
     )
+    parser.add_argument(
+        "--scrape-whole",
+        action="store_true",
+        help=f"read the whole /metrics page each time, not {FOLLOWED} alone (the bench's "
+        "polling before 2026-12-08)",
+    )
     parser.add_argument("--load", type=Path, help="report a saved run instead of running")
     args = parser.parse_args(argv)
     if args.events < 1 or args.subscribers < 1:
@@ -451,6 +468,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 args.callgrind,
                 args.idle,
                 args.scrape_every,
+                args.scrape_whole,
             )
         if args.save is not None:
             args.save.write_text(json.dumps(run))

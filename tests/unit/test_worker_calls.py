@@ -140,3 +140,32 @@ class TestArguments:
             0.2,
             False,
         )
+
+
+class TestPolling:
+    @pytest.mark.parametrize("whole", [False, True])
+    def test_it_reads_the_followed_sample_alone_as_the_bench_does_or_the_whole_page(
+        self, monkeypatch: pytest.MonkeyPatch, whole: bool
+    ) -> None:
+        """The worker's cost of `moments bench`'s polling: by default the bench's
+        restricted page (its followed family alone), with `--scrape-whole` every family."""
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+
+        from moments.embedded import free_port
+        from moments.metrics_server import serve_metrics
+        from moments.settings import load_settings
+
+        module = _load(monkeypatch)
+        assert module.parse(["--scrape-whole"] if whole else []).scrape_whole is whole
+        registry = CollectorRegistry()
+        Counter("moments_events", "events", registry=registry).inc(3)
+        Gauge("moments_other", "another family", registry=registry).set(1)
+        port = free_port()
+        server = serve_metrics(load_settings(metrics_host="127.0.0.1", metrics_port=port), registry)
+        try:
+            page = module.metrics_page(port, whole).decode()
+        finally:
+            server.shutdown()
+            server.server_close()
+        assert "moments_events_total 3.0" in page
+        assert ("moments_other" in page) is whole
