@@ -34,6 +34,25 @@ def test_every_form_of_a_deletion_is_one_on_the_profile_topic(
     assert "only telecom.profile accepts deletions" in elsewhere.message
 
 
+@pytest.mark.parametrize(
+    ("value", "deletion"),
+    [(b"    null", True), (b"        ", True), (b"     null", False), (b"         ", False)],
+)
+def test_a_deletion_is_8_bytes_at_most_and_a_longer_blank_or_null_an_invalid_event(
+    value: bytes, deletion: bool
+) -> None:
+    """`decode` asks `deletion_form` only of a value of 8 bytes or fewer (every event is
+    longer): `null` or blanks padded past 8 bytes are no deletion, as `deletion_form`
+    says, but a dead letter of the profile topic's own (not JSON, or not an object)."""
+    found = decode(RawRecord("telecom.profile", 0, 1, SUB.encode(), value), EventType.PROFILE)
+    if deletion:
+        assert found is None
+    else:
+        assert isinstance(found, DeadLetter)
+        assert found.reason in {RejectReason.INVALID_JSON, RejectReason.INVALID_EVENT}
+        assert found.event_type == "profile"
+
+
 @pytest.mark.parametrize("value", [b"null", b""])
 def test_a_json_null_or_empty_deletion_erases_the_subscriber_and_is_counted(
     value: bytes,
