@@ -128,8 +128,8 @@ class _GroupScript:
     def __init__(self, body: str, groups: dict[str, list[bytes]]) -> None:
         self.count, self.groups = "LLEN" in body, groups
 
-    async def __call__(self, keys: list[str], args: list[Any]) -> list[object]:
-        found = [self.groups.get(k, []) for k in keys]
+    async def __call__(self, keys: list[bytes], args: list[Any]) -> list[object]:
+        found = [self.groups.get(k.decode(), []) for k in keys]  # sent as bytes, as Redis
         return [len(g) for g in found] if self.count else list(found)
 
 
