@@ -480,11 +480,12 @@ class TaskSink:
         their publish was settled); returns how many."""
         since: dict[str, float] = {}
         first: dict[str, float | None] = {}
+        carried: set[str] = set()
         # This claim's token: its produce is fenced by it (`_fenced`).
         token = new_claim_token()
         stale = await self._redis(
             lambda: self.ledger.claim_stale(
-                older_than, since=since, first_pending=first, token=token
+                older_than, since=since, first_pending=first, token=token, carried=carried
             ),
             "reading pending tasks",
         )
@@ -505,7 +506,9 @@ class TaskSink:
         if candidates:
             log.warning("re-driving %d task(s) whose publish was not confirmed", len(candidates))
             self.metrics.pending_redriven.inc(len(candidates))
-            await self._decide(candidates, redriven=since, first_pending=first, fence=token)
+            await self._decide(
+                candidates, redriven=since, first_pending=first, fence=token, carried=carried
+            )
         return len(candidates)
 
     async def _fenced(
@@ -731,6 +734,7 @@ class TaskSink:
         released: bool = False,
         first_pending: Mapping[str, float | None] | None = None,
         fence: str | None = None,
+        carried: Collection[str] = (),
     ) -> set[str]:
         """Route every candidate (`_route_wave`), then publish the ones to send together;
         returns the ids of the ledger entries dropped (`why`, when given, takes each one's
@@ -749,7 +753,10 @@ class TaskSink:
         subscriber's waiting tasks came before the park, and its payload waited for its
         release time. `fence`: a re-drive's claim token, or a release's (each task it took
         holds it: `Deferrals.release`); its tasks are published only where no other
-        worker's re-drive claimed them since (`_fenced`).
+        worker's re-drive claimed them since (`_fenced`). `carried` (a re-drive's): those
+        whose claim found a leave's mark (`Ledger.claim_stale`): their moments may have
+        gone out inside another carrier, and keep their cooldowns when dropped, sealed or
+        not (`Writes.carried`), as a release reads them (`_parked_by_redrive`).
 
         Declines and facts are read for all candidates at once (nothing here writes them);
         the writes go in waves (`waves`), one store call per step for a whole wave."""
@@ -782,9 +789,9 @@ class TaskSink:
             # Those that may have gone out, by when the decision they repeat was taken
             # (`CapacityFitting.within`; None: parked by a re-drive, not known).
             sealed: dict[str, float | None] = {}
-            # Those whose moments may have gone out inside another carrier, their ids not
-            # (a leave's mark): not sealed, their cooldowns kept when dropped.
-            carried: set[str] = set()
+            # Those whose moments may have gone out inside another carrier (a leave's
+            # mark): their cooldowns kept when dropped; a release's, not sealed either.
+            leavers: set[str] = set(carried)
             if redriven is not None:
                 # Produced, maybe (each marked re-driven by its claim, `Ledger.claim_stale`):
                 # one this decision parks is withdrawn when dropped later; its merged
@@ -797,7 +804,7 @@ class TaskSink:
                     if sealed_by_redrive(c, went, j.policy):
                         sealed[c.carrier_id] = redriven.get(c.carrier_id) if went is None else went
             elif released:
-                parked, carried = await self._parked_by_redrive(candidates)
+                parked, leavers = await self._parked_by_redrive(candidates)
                 sealed = dict.fromkeys(parked)
             # The channels their moments went out on where a decision moved them
             # (`as_it_went`): the payloads hold the ones they were made for.
@@ -810,7 +817,7 @@ class TaskSink:
             to_send: list[ServiceTask] = []
             for wave in waves(candidates):
                 sendable, parks, gone = await self._route_wave(
-                    wave, at, declined, facts, j, reached, raced, sealed, moved_on, held, carried
+                    wave, at, declined, facts, j, reached, raced, sealed, moved_on, held, leavers
                 )
                 to_send += sendable
                 dropped |= set(gone)

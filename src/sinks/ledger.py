@@ -95,15 +95,22 @@ return 0
 # build wrote holds '1', which says nothing of when, and is kept as it is. A leave's mark
 # (`L<time>`, `_LEAVE`: its moments may have gone out inside another carrier, not under
 # this id) becomes a claim's, with the leave's time: this id itself may have gone out now
-# (its decision published it and died), as of the decision that made it pending.
+# (its decision published it and died), as of the decision that made it pending. Unless
+# the entry holds a `claimed:<id>` token (a release wrote one; a leave never does, and a
+# re-drive's claim turned the mark into its own): the task was parked since the leave and
+# released, and the decision that died is the release's, so the mark takes the score (the
+# release's time). Dated by the leave, a lead that lapsed between the leave and the
+# release was read as sendable then: the group sealed, and its other moments dropped with
+# the lead though the release could not have sent them under its id.
 # The claim also writes its token (`claimed:<id>`, a day), which a later claim overwrites:
 # the claimer's produce is fenced by it (`_FENCE`), so that a re-drive that stalled past
 # the grace period after its claim sends nothing another worker's claim took since.
 # K: task, its `redriven:<id>` mark, its `claimed:<id>` token; A: id; S: cutoff, now,
 # token, seconds to keep it; SK: pending. {the entry's value when this caller claimed it,
-# its score before (when it went pending this time), the mark an earlier re-drive left
-# ('' for none)}; false when it is no longer stale (another worker took it) or no longer
-# pending (expired or settled meanwhile: then it leaves the index).
+# its score before (when it went pending this time), the mark an earlier re-drive (or a
+# leave) left ('' for none), '1' where a leave's mark was dated by the score instead (a
+# release's token found) else ''}; false when it is no longer stale (another worker took
+# it) or no longer pending (expired or settled meanwhile: then it leaves the index).
 _CLAIM_STALE = """
 local score = redis.call('ZSCORE', SK[1], A[1])
 if not score or tonumber(score) > tonumber(S[1]) then return false end
@@ -115,11 +122,18 @@ end
 redis.call('ZADD', SK[1], S[2], A[1])
 local before = redis.call('GET', K[2])
 local mark = before or score
-if before and string.sub(before, 1, 1) == 'L' then mark = string.sub(before, 2) end
+local released = ''
+if before and string.sub(before, 1, 1) == 'L' then
+  if redis.call('EXISTS', K[3]) == 1 then
+    mark, released = score, '1'
+  else
+    mark = string.sub(before, 2)
+  end
+end
 local left = redis.call('PTTL', K[1])
 if left > 0 then redis.call('SET', K[2], mark, 'PX', left) end
 redis.call('SET', K[3], S[3], 'EX', S[4])
-return {v, score, before or ''}
+return {v, score, before or '', released}
 """
 
 # A re-drive's fence, right before its produce (`TaskLedger.fence`): whether the entry is
@@ -876,6 +890,7 @@ class TaskLedger:
         since: dict[str, float] | None = None,
         first_pending: dict[str, float | None] | None = None,
         token: str = "",
+        carried: set[str] | None = None,
     ) -> list[tuple[str, bytes]]:
         """See `sinks.stores.Ledger.claim_stale`: one script call for all of them."""
         now = time.time()
@@ -889,12 +904,18 @@ class TaskLedger:
         replies = await self._claim_stale.run(calls, shared, (self.pending_key,))
         claimed = [(i, r) for i, r in zip(task_ids, replies, strict=True) if r]
         if since is not None:
-            since.update((i, float(as_bytes(score))) for i, (_, score, _) in claimed)
+            since.update((i, float(as_bytes(score))) for i, (_, score, _, _) in claimed)
         if first_pending is not None:
+            # A leave's mark dated by the release since (`released`): when it went pending
+            # is its score, `since`.
             first_pending.update(
-                (i, first_pending_of(as_bytes(mark))) for i, (_, _, mark) in claimed if mark
+                (i, first_pending_of(as_bytes(mark)))
+                for i, (_, _, mark, released) in claimed
+                if mark and not released
             )
-        return [(i, as_bytes(value)[1:]) for i, (value, _, _) in claimed]
+        if carried is not None:
+            carried.update(i for i, (_, _, mark, _) in claimed if mark and is_left(as_bytes(mark)))
+        return [(i, as_bytes(value)[1:]) for i, (value, _, _, _) in claimed]
 
     async def fence(self, claimed: Collection[str], moved: Collection[str], token: str) -> set[str]:
         """See `sinks.stores.Ledger.fence`: one script call for all of them."""

@@ -286,6 +286,7 @@ class MemoryLedger:
         since: dict[str, float] | None = None,
         first_pending: dict[str, float | None] | None = None,
         token: str = "",
+        carried: set[str] | None = None,
     ) -> list[tuple[str, bytes]]:
         now = self.clock()
         cutoff = now - older_than
@@ -302,10 +303,17 @@ class MemoryLedger:
             # As `_CLAIM_STALE`: marked in the claim's step, with when it first went
             # pending (an earlier re-drive's mark kept).
             mark = self._live(self.redriven_marks, task_id)
-            if first_pending is not None and mark is not None:
+            left = mark is not None and is_left(mark.value)
+            # As Redis: a leave's mark with a release's token since is dated by the score.
+            released = left and self._live(self.claim_tokens, task_id) is not None
+            if first_pending is not None and mark is not None and not released:
                 first_pending[task_id] = first_pending_of(mark.value)
+            if carried is not None and left:
+                carried.add(task_id)
             entry = self.entries[task_id]
             first = mark.value if mark is not None else repr(score).encode()
+            if released:
+                first = repr(score).encode()
             first = first.removeprefix(LEFT_MARK)  # a leave's mark made the claim's
             self.redriven_marks[task_id] = _Entry(first, entry.expires_at)
             self.claim_tokens[task_id] = _Entry(held, now + CLAIM_TOKEN_KEPT_S)  # as Redis

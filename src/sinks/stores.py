@@ -258,6 +258,7 @@ class Ledger(Protocol):
         since: dict[str, float] | None = None,
         first_pending: dict[str, float | None] | None = None,
         token: str = "",
+        carried: set[str] | None = None,
     ) -> list[tuple[str, bytes]]:
         """Pending entries older than `older_than` seconds, claimed by this caller (each
         re-scored now, so that one worker re-drives it, and marked re-driven in the same
@@ -272,7 +273,13 @@ class Ledger(Protocol):
         for those an earlier re-drive had marked when that mark says they first went
         pending (None: a mark an older build wrote, which does not say): their `since`
         is that re-drive's claim, or a release after it parked them, not when they may
-        first have gone out (`sinks.dispatch.sealed_by_redrive`)."""
+        first have gone out (`sinks.dispatch.sealed_by_redrive`). A leave's mark
+        (`L<time>`, `Leave.went_out`) becomes the claim's with the leave's time, or, where
+        the entry holds a release's token (parked since the leave, then released, and the
+        release's worker died), with the score, the release's time: that decision is the
+        one the re-drive repeats (not in `first_pending` then). `carried`, when given,
+        takes the ids whose mark was a leave's: their moments may have gone out inside
+        another carrier (`Writes.carried`: their cooldowns kept when dropped)."""
         ...
 
     async def fence(self, claimed: Collection[str], moved: Collection[str], token: str) -> set[str]:
