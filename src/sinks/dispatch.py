@@ -905,8 +905,19 @@ class TaskSink:
     def _suppressed(self, task: ServiceTask, reason: SuppressReason) -> None:
         self.metrics.suppressed.labels(task.moment.type, reason.value).inc()
 
+    def _count_suppressed(self, w: Writes) -> None:
+        """The wave's moments dropped for good (`Writes.suppressed`) counted, once their
+        drops are written: those whose drop or leave was not (`Writes.unwritten`: a stalled
+        decision's, refused by its fence, `Held`) are the re-drive's that claimed them
+        since, which counts what it decides. Counted as they were judged (before), a
+        moment another worker then sent inside its carrier was counted suppressed too."""
+        for m, reason in w.suppressed:
+            if m.task_id not in w.unwritten:
+                self._suppressed(m, reason)
+
     def _gone(self, c: Candidate, m: ServiceTask, reason: SuppressReason, w: Writes) -> None:
-        """A moment dropped for good: counted, and, unless it is fresh from the engine's
+        """A moment dropped for good: counted once its drop is written
+        (`_count_suppressed`), and, unless it is fresh from the engine's
         batch (which gives its cooldown back itself: `give_back_cooldowns`) or forgotten,
         its rule's cooldown returned (`OwedReturns.owe` before the drop is written, `.send` after).
         A retry's too: retries follow only `unreachable`, so a dropped one reached no one
@@ -920,7 +931,7 @@ class TaskSink:
         second time, under a new id. A worker that was dropping it when it died owed the
         return first (`OwedReturns.owe`), which the timer sends once the drop is written."""
         if not m.counted:  # the task of a moment counted at its first task's drop
-            self._suppressed(m, reason)
+            w.suppressed.append((m, reason))  # counted once its drop is written
         from_batch = c.fresh and c.deferral_counted
         forgotten = reason is SuppressReason.FORGOTTEN
         if forgotten:  # read back (and kept) once more to be dropped: let it go
@@ -1139,7 +1150,7 @@ class TaskSink:
                     w.counted.append(fit.sent)
             leaves += j.fitting.split(r, fit, w, went.get(r.carrier_id))
         await self._owed.owe(w)
-        lost = await self._leave(leaves, held, w.owed)
+        lost = await self._leave(leaves, held, w.owed, w.unwritten)
         if lost:
             to_send = [t for t in to_send if t.task_id not in lost]
             w.parks = [p for p in w.parks if p.slot.task_id not in lost]
@@ -1149,6 +1160,7 @@ class TaskSink:
             await self._may_have_gone(wave, w, moved_on or {})
         )
         await self._write(w, j, held)
+        self._count_suppressed(w)
         await self._owed.send(w.owed)
         await self.withdrawals.send_owed(notices)
         if raced is not None:
@@ -1224,13 +1236,16 @@ class TaskSink:
         leaves: Sequence[Leave],
         held: Held | None = None,
         owed: Sequence[CooldownReturn] = (),
+        unwritten: set[str] | None = None,
     ) -> set[str]:
         """Move merged moments out of their groups (`Ledger.leave_many`); returns the ids
         of the new carriers that were not merged where their group said (a second worker
         has them: they are left alone). `held`: a re-drive's or a release's, whose leaves
         are written only while their carrier is its own; each dropped moment names the
         returns `owed` for it (`Leave.returns`), forgotten where the fence refuses its
-        leave (another worker's re-drive sent it inside its carrier, or decides it)."""
+        leave (another worker's re-drive sent it inside its carrier, or decides it).
+        `unwritten` takes the ids of the dropped moments whose leave was not written
+        (`Writes.unwritten`: not counted suppressed)."""
         if not leaves:
             return set()
         if held is not None and owed:
@@ -1249,6 +1264,12 @@ class TaskSink:
         lost = {
             i.task_id for i, ok in zip(leaves, left, strict=True) if not ok and i.to == i.task_id
         }
+        if unwritten is not None:
+            unwritten.update(
+                i.task_id
+                for i, ok in zip(leaves, left, strict=True)
+                if not ok and i.dropped is not None
+            )
         for task_id in lost:
             log.warning("task %s: no longer merged where its group said; left alone", task_id)
         return lost
@@ -1398,7 +1419,7 @@ class TaskSink:
                 ]
                 routes.append(Route(c, lead.task_id, kept, merge_tasks(lead.task_id, kept), moved))
         await self._owed.owe(w)
-        lost = await self._leave(leaves, held, w.owed)
+        lost = await self._leave(leaves, held, w.owed, w.unwritten)
         return [r for r in routes if r.carrier_id not in lost]
 
     async def _join(self, routes: list[Route], now: float, gates: TimeGates) -> list[Route]:
@@ -1460,9 +1481,10 @@ class TaskSink:
             if refused:
                 w.raced += await self._erased_since(refused)
         if w.drops:
-            await self._redis(
+            written = await self._redis(
                 lambda: self.ledger.drop_many(w.drops, w.drops_expire, held), "dropping"
             )
+            w.unwritten.update(i for (i, _), ok in zip(w.drops, written, strict=True) if not ok)
 
     async def _erased_since(self, parks: Sequence[Park]) -> list[str]:
         """The entries of the refused `parks` whose subscriber a tombstone erased at or

@@ -770,12 +770,13 @@ class TaskLedger:
         items: Sequence[tuple[str, str]],
         keep_until: Mapping[str, float] | None = None,
         held: Held | None = None,
-    ) -> None:
+    ) -> list[bool]:
         """`drop` for each (task id, reason), in one call. `keep_until` (epoch seconds per
         task id): its entry need not outlive this (see `DROPPED_KEPT_S`). `held`: see
-        `sinks.stores.Ledger.drop_many` (checked in the same script, `_SETTLE`)."""
+        `sinks.stores.Ledger.drop_many` (checked in the same script, `_SETTLE`: 0 where
+        it refused)."""
         now, until = time.time(), keep_until or {}
-        await self._settle_many(
+        replies = await self._settle_many(
             [
                 (
                     i,
@@ -792,6 +793,7 @@ class TaskLedger:
             ],
             held,
         )
+        return [reply != 0 for reply in replies]
 
     async def leave_many(self, items: Sequence[Leave], held: Held | None = None) -> list[bool]:
         """See `sinks.stores.Ledger.leave_many` (`held` checked in the same script,

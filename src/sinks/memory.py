@@ -224,9 +224,14 @@ class MemoryLedger:
         items: Sequence[tuple[str, str]],
         keep_until: Mapping[str, float] | None = None,
         held: Held | None = None,
-    ) -> None:
+    ) -> list[bool]:
+        written: list[bool] = []
         for task_id, reason in items:
-            if held is not None and not self.holds(task_id, held.token, bool(held.mine(task_id))):
+            held_by_other = held is not None and not self.holds(
+                task_id, held.token, bool(held.mine(task_id))
+            )
+            written.append(not held_by_other)
+            if held_by_other:
                 continue  # as `_SETTLE`: another worker's re-drive claimed it since
             entry = self._live(self.entries, task_id)
             settles = entry is not None and entry.value.startswith(PENDING)
@@ -237,6 +242,7 @@ class MemoryLedger:
                 for marks in (self.unsent_marks, self.redriven_marks):
                     if (mark := self._live(marks, task_id)) is not None:
                         mark.expires_at = min(mark.expires_at, entry.expires_at)
+        return written
 
     async def leave_many(self, items: Sequence[Leave], held: Held | None = None) -> list[bool]:
         out = []

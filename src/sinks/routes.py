@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from moments.cooldowns import CooldownReturn
 from moments.models import Channel, Deferral, ServiceTask
+from moments.records import SuppressReason
 from sinks.capacity import rank_score
 from sinks.contact import lead_of
 from sinks.payloads import task_bytes
@@ -142,6 +143,15 @@ class Writes:
     returned: list[CooldownReturn] = field(default_factory=list)
     """The cooldowns of the moments dropped after they waited (`TaskSink._gone`), not
     yet owed in the ledger (`OwedReturns.owe`)."""
+    suppressed: list[tuple[ServiceTask, SuppressReason]] = field(default_factory=list)
+    """The moments dropped for good (`TaskSink._gone`), with why: counted once their
+    drops (their entries, `drops`, or their leaves of a group, dropped) are written, and
+    only those written (`TaskSink._count_suppressed`)."""
+    unwritten: set[str] = field(default_factory=set)
+    """The ids of the entries whose drop, or dropped leave, was not written: a fenced
+    decision's refused (`Held`: another worker's re-drive claimed them since, and decides
+    them), or a leave of a moment no longer merged there. Their moments are not counted
+    suppressed here."""
     owed: list[CooldownReturn] = field(default_factory=list)
     """Those owed: sent once their drops are written (`OwedReturns.send`)."""
     timetable: str = ""

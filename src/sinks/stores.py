@@ -231,11 +231,12 @@ class Ledger(Protocol):
         items: Sequence[tuple[str, str]],
         keep_until: Mapping[str, float] | None = None,
         held: Held | None = None,
-    ) -> None:
+    ) -> list[bool]:
         """`drop` for each (task id, reason), in one round trip; `keep_until` (epoch
         seconds per task id, its expiry): the entry need not be kept much longer. `held`:
         a re-drive's or a release's decision, whose drop is written only on an entry still
-        its own (`Held`), in the same step."""
+        its own (`Held`), in the same step. False for each drop `held` refused (an entry
+        no longer pending is left as it is, True: a drop repeated is harmless)."""
         ...
 
     async def leave_many(self, items: Sequence[Leave], held: Held | None = None) -> list[bool]:

@@ -213,3 +213,51 @@ async def test_a_leave_is_written_only_while_its_carrier_is_held(stores: Dispatc
     b = Held("B", frozenset({CALL}))
     assert await ledger.leave_many([Leave(CALL, SMS, b"", dropped="opt_out")], held=b) == [True]
     assert await ledger.state(SMS) == "dropped"
+
+
+def suppressed(sink: TaskSink, moment_type: str, reason: str) -> float:
+    """`moments_tasks_suppressed_total` of `sink`'s worker for this type and reason."""
+    labels = {"moment_type": moment_type, "reason": reason}
+    return sink.metrics.registry.get_sample_value("moments_tasks_suppressed_total", labels) or 0.0
+
+
+@pytest.mark.parametrize("opted_out", ["sms", "outbound_call"])
+async def test_a_stalled_release_counts_nothing_its_fence_refused(
+    stores: DispatchStores, opted_out: str
+) -> None:
+    """A's release decides to drop the SMS moment (the customer opted out of SMS: its
+    leave of the group) or the call (opted out of calls: its entry's drop), then stalls;
+    B's re-drive claims the call and publishes it with the moment inside. A's leave or
+    drop is refused by its fence, and A counts no suppression for it: nothing of A's
+    decision was written, and the moment went out. Before, `_gone` counted it as it was
+    judged, before the write its fence refused: a moment sent counted suppressed too."""
+    now = dt.datetime.now(dt.UTC)
+    await a_call_waiting_with_an_sms_inside(stores, now)
+    a, produced_a, _ = worker(stores)
+    b, produced_b, _ = worker(stores)
+    await a.subscribers.record_facts([profile([opted_out], now)])
+
+    async def b_sends_it() -> None:
+        await b.subscribers.record_facts([profile([], now + dt.timedelta(seconds=1))])
+        assert await b.redrive(-1.0) == 1  # past the grace period
+
+    stall_before_the_leave(a, b_sends_it)
+    assert await a.release_due() == 1
+    [out] = [orjson.loads(p.payload) for p in produced_b.sent]
+    assert (out["task_id"], [r["task_id"] for r in out["related"] or []]) == (CALL, [SMS])
+    assert produced_a.sent == []
+    moment_type = "sms" if opted_out == "sms" else "call"
+    assert suppressed(a, moment_type, "opt_out") == 0
+    assert suppressed(b, moment_type, "opt_out") == 0
+
+
+async def test_a_release_not_stalled_counts_its_drop(stores: DispatchStores) -> None:
+    """The control: A's release drops the SMS moment (opted out of SMS) and sends the call
+    without it, nobody racing it: the moment is counted suppressed once."""
+    now = dt.datetime.now(dt.UTC)
+    await a_call_waiting_with_an_sms_inside(stores, now)
+    a, produced_a, _ = worker(stores)
+    await a.subscribers.record_facts([profile(["sms"], now)])
+    assert await a.release_due() == 1
+    assert [orjson.loads(p.payload)["task_id"] for p in produced_a.sent] == [CALL]
+    assert suppressed(a, "sms", "opt_out") == 1
