@@ -95,7 +95,7 @@ def decode(record: RawRecord, event_type: EventType) -> InputEvent | DeadLetter 
     # `deletion_form` only for a value it could take (none, or 8 bytes at most): an event
     # is longer, and this runs for every record.
     size = -1 if value is None else len(value)
-    if size <= 8 and deletion_form(value) is not None:
+    if value is None or (size <= 8 and deletion_form(value) is not None):
         if event_type is EventType.PROFILE:
             if not record.key:
                 return _reject(
@@ -123,7 +123,6 @@ def decode(record: RawRecord, event_type: EventType) -> InputEvent | DeadLetter 
             ("null value" if value is None else f"an empty value ({value[:8]!r})")
             + "; only telecom.profile accepts deletions (tombstones): send the event, or nothing",
         )
-    assert value is not None  # size >= 0: narrowed for mypy, which cannot follow `size`
     if size > MAX_MESSAGE_BYTES:
         return _reject(
             record,
