@@ -620,6 +620,7 @@ class Runtime:
                     # Deleted since the start: held, named with its own fix, not an outage.
                     needed_topic=store.changelog_topic,
                     topic_fix=changelog_fix(self.settings, store.changelog_topic),
+                    producer=self._producer,  # asked afresh whether the topic is there
                 )
             except BaseException:
                 store.discard(saved)

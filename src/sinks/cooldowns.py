@@ -83,6 +83,7 @@ class KafkaCooldownReturns(_OfCooledRules):
             "returning cooldowns",
             log_refusal=False,
             missing_topic=self.topic,  # made as the worker starts: deleted since, no outage
+            producer=self.producer,
         )
 
 

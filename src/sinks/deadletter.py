@@ -217,6 +217,7 @@ class DeadLetterSink:
             self.metrics,
             what,
             needed_topic=self.topic,  # deleted since the start: held, named, not an outage
+            producer=self.producer,  # asked afresh whether the topic is still there
         )
 
     async def _send_without_value(

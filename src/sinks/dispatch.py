@@ -1589,6 +1589,7 @@ class TaskSink:
                 self.metrics,
                 "publishing tasks",
                 needed_topic=self.topic,  # deleted since the start: held, named, not an outage
+                producer=self.producer,  # asked afresh whether the topic is still there
             )
             if len(sending) < len(tasks):
                 left = [t.task_id for t in tasks if t.task_id not in sending]

@@ -24,6 +24,7 @@ from typing import Protocol, TypeVar
 
 from moments.exceptions import RedisClusterError
 from moments.logthrottle import RepeatThrottle
+from sinks.base import gone_topics
 from sinks.kafkacodes import described
 from sinks.metrics import Dependency, Metrics
 
@@ -337,6 +338,24 @@ def unknown_topic(exc: BaseException) -> bool:
     return isinstance(exc, BrokerResponseError) and exc.errno in (3, 100)
 
 
+ASK_AFRESH_S = 5.0
+"""Longest `with_retry` waits for the broker's metadata when it asks whether a topic is
+still there (`maybe_gone`): a broker that answers does so in milliseconds."""
+
+
+def maybe_gone(exc: BaseException) -> bool:
+    """Whether `exc`, from a write, may be a broker answering for a topic deleted under the
+    producer rather than a broker away: UNKNOWN_TOPIC_OR_PARTITION itself, or what a plain
+    producer's in-flight batch fails with once the topic is gone (NOT_LEADER_OR_FOLLOWER,
+    LEADER_NOT_AVAILABLE, REQUEST_TIMED_OUT: the broker no longer leads the partition) and
+    a write not acknowledged in time (KafkaTimeoutError: `sinks.base.acknowledged`)."""
+    from aiokafka.errors import BrokerResponseError, KafkaTimeoutError
+
+    if unknown_topic(exc) or isinstance(exc, KafkaTimeoutError):
+        return True
+    return isinstance(exc, BrokerResponseError) and exc.errno in (5, 6, 7)
+
+
 RECREATE_TOPIC = (
     "create it again: restart a worker (it creates the topics it writes as it starts, where "
     'its Kafka principal may create topics), or create it as docs/operations.md, "Against a '
@@ -382,6 +401,7 @@ async def with_retry(
     missing_topic: str | None = None,
     needed_topic: str | None = None,
     topic_fix: str = RECREATE_TOPIC,
+    producer: object | None = None,
 ) -> T:
     """Await `call()` until it succeeds; back off between failures of a dependency away
     or busy (`retried`; forever: the caller decides when to give up by cancelling). Any
@@ -398,6 +418,13 @@ async def with_retry(
     while it is held, and a line naming the topic and its fix (`_say_held`, throttled).
     `topic_fix`: how to make `needed_topic` again, for that line (the state changelog's
     differs from an output topic's: `moments.runtime.changelog_fix`).
+    `producer`: the producer `call` writes `missing_topic` or `needed_topic` through. A
+    write failing as the topic gone may fail otherwise (`maybe_gone`: a plain producer's
+    batch in flight fails as NOT_LEADER_OR_FOLLOWER after its 40 s, which reset the count,
+    and each later try waited 40 s for the topic's metadata: a needed topic was reported
+    missing after about 4 minutes). Then the broker is asked afresh through it
+    (`sinks.base.gone_topics`): a needed topic it no longer has is held at once, a missing
+    topic's answer counts as one in a row instead of starting the count again.
     `log_refusal=False`: the caller logs a Kafka refusal itself, the note included (what
     it publishes is owed: `sinks.steps.note_owed_refusal`, `TimerSteps`); logged here too,
     each refusal made two ERROR lines, and a batch's one an unthrottled line per batch."""
@@ -415,7 +442,7 @@ async def with_retry(
             try:
                 value = await call()
             except Exception as exc:
-                unknown = unknown + 1 if topic and unknown_topic(exc) else 0
+                unknown = await _unknown_count(exc, unknown, topic, producer, bool(needed_topic))
                 if missing_topic and unknown >= MISSING_TOPIC_ATTEMPTS:
                     up.set(1)  # the broker answered: no outage
                     _say_missing(exc, missing_topic, what, unknown, log_refusal)
@@ -477,6 +504,18 @@ async def with_retry(
     finally:
         if held is not None:  # gone through, or cancelled (the worker stopping, a rebalance)
             metrics.topic_missing.labels(held).dec()
+
+
+async def _unknown_count(
+    exc: Exception, unknown: int, topic: str | None, producer: object | None, needed: bool
+) -> int:
+    """The answers of `topic` unknown in a row, `exc` counted (`with_retry`, `producer`)."""
+    if topic is None:
+        return 0
+    asked = producer is not None and maybe_gone(exc) and (needed or not unknown_topic(exc))
+    if asked and await gone_topics(producer, (topic,), ASK_AFRESH_S):
+        return max(unknown + 1, MISSING_TOPIC_ATTEMPTS) if needed else unknown + 1
+    return unknown + 1 if unknown_topic(exc) else 0
 
 
 def _say_not_retried(

@@ -496,6 +496,7 @@ class Withdrawals:
             "publishing task withdrawals",
             log_refusal=False,  # every caller logs it: `note_owed_refusal`, `TimerSteps`
             missing_topic=topic,  # made as the worker starts: deleted since, not an outage
+            producer=self.producer,
         )
         for w in made:
             self.metrics.withdrawn.labels(w.moment_type, str(w.reason)).inc()
