@@ -56,6 +56,7 @@ async def run_checks(settings: Settings, timeout_s: float = 10.0) -> list[Findin
     found.append(kafka)
     if kafka.verdict is not Verdict.FAIL:
         found.extend(_topics(settings, counts))
+        found.append(await _changelog(settings, counts, timeout_s))
         found.append(await _idempotence(settings, 2 * timeout_s))
     found.append(await _redis(settings, timeout_s))
     return found
@@ -207,6 +208,19 @@ def _topics(settings: Settings, counts: dict[str, int]) -> list[Finding]:
         return [Finding("topics", Verdict.WARN, warning)]
     inputs = len(topic_types(settings))
     return [Finding("topics", Verdict.OK, f"{inputs} input topic(s) partitioned alike")]
+
+
+async def _changelog(settings: Settings, counts: dict[str, int], timeout_s: float) -> Finding:
+    """Whether the state changelog is compacted, as the broker reports (`topicshape`)."""
+    from moments.stateview import changelog_topic
+    from moments.topicshape import Shape, changelog_policy
+
+    step = f"changelog {changelog_topic(settings)}"
+    verdict = await changelog_policy(settings, counts, timeout_s)
+    if verdict is None:
+        return Finding(step, Verdict.OK, "not there yet: a worker's start makes it, compacted")
+    shown = {Shape.OK: Verdict.OK, Shape.UNKNOWN: Verdict.WARN, Shape.WRONG: Verdict.FAIL}
+    return Finding(step, shown[verdict.shape], verdict.detail)
 
 
 async def _idempotence(settings: Settings, within_s: float) -> Finding:

@@ -178,10 +178,18 @@ class PartitionCheck:
 
 
 def layout_problems(
-    counts: Mapping[str, int], inputs: Sequence[str], changelog: str, configured: int
+    counts: Mapping[str, int],
+    inputs: Sequence[str],
+    changelog: str,
+    configured: int,
+    remake: str | None = None,
 ) -> list[str]:
     """What is wrong with the topics' partition counts (`counts`: the topics that exist),
-    each naming the fix; [] when the state can be co-partitioned with the input."""
+    each naming the fix; [] when the state can be co-partitioned with the input.
+    `remake`: the commands that make the changelog again with `configured` partitions,
+    the fix when the input topics have that count and the changelog alone another (made
+    again by a broker that creates topics on use, after a deletion): "set
+    MOMENTS_PARTITIONS" to the changelog's count would then part it from the input."""
     problems: list[str] = []
     found = {topic: counts[topic] for topic in inputs if topic in counts}
     distinct = set(found.values())
@@ -198,7 +206,16 @@ def layout_problems(
             f"the state is co-partitioned with them; set MOMENTS_PARTITIONS={count}"
         )
     held = counts.get(changelog)
-    if held is not None and held != configured:
+    if held is not None and held != configured and remake is not None and distinct == {configured}:
+        problems.append(
+            f"the state changelog {changelog} has {held} partitions, the input topics and "
+            f"MOMENTS_PARTITIONS {configured}: the state cannot move to another count (made "
+            "again by a broker that creates topics on use, after a deletion?); with every "
+            f"worker stopped, make it again with {configured} partitions, compacted: {remake}; "
+            "then rebuild the state it lost with `moments state seed` (docs/operations.md, "
+            '"Going live"), or start a new MOMENTS_APP_ID and replay the input'
+        )
+    elif held is not None and held != configured:
         problems.append(
             f"the state changelog {changelog} has {held} partitions and MOMENTS_PARTITIONS is "
             f"{configured}: the state cannot move to another count; set MOMENTS_PARTITIONS="

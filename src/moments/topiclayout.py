@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from moments.enums import EventType
 from moments.partitioning import layout_problems
 from moments.stateview import changelog_topic, returns_topic
+from moments.topicshape import remake_changelog_command
 
 if TYPE_CHECKING:
     from moments.settings import Settings
@@ -39,7 +40,9 @@ def partition_layout(settings: Settings, counts: dict[str, int]) -> tuple[str | 
     partitioned otherwise than the tasks (`withdrawals_apart`); `moments check` says the
     same."""
     inputs = list(topic_types(settings))
-    problems = layout_problems(counts, inputs, changelog_topic(settings), settings.partitions)
+    changelog = changelog_topic(settings)
+    remake = remake_changelog_command(settings, changelog)
+    problems = layout_problems(counts, inputs, changelog, settings.partitions, remake)
     returns = returns_topic(settings)
     if (held := counts.get(returns)) is not None and held != settings.partitions:
         problems.append(

@@ -1,0 +1,176 @@
+"""Whether the state changelog has the shape the state needs, beyond its partition count
+(`moments.topiclayout`): compacted (`cleanup.policy=compact`), as the broker reports it
+(DescribeConfigs). What `moments check` says and a worker's start refuses.
+
+A changelog deleted under running workers is made again by the next write on a broker
+that creates topics on use (Tansu; Apache Kafka with `auto.create.topics.enable=true`),
+with the broker's own partition count and no `cleanup.policy=compact`: the broker's
+retention then deletes state records (Kafka's default `retention.ms`: 7 days), and a
+worker restoring a partition from it knows none of the subscribers whose records went.
+Nothing said so. Apache Kafka reports every topic's `cleanup.policy` (its broker default
+where the topic sets none); Tansu reports only what the topic was created with, so a
+topic it made on a write reports nothing: that is "could not tell", neither a pass nor a
+refusal. Without importing Faust (`moments check` stays quick)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from moments.settings import Settings
+
+
+class Shape(Enum):
+    OK = "ok"
+    WRONG = "wrong"
+    UNKNOWN = "could not tell"
+
+
+@dataclass(frozen=True)
+class PolicyVerdict:
+    """What the broker's configs of the changelog say: `shape`, and `detail` naming the
+    topic, what was reported and (when `WRONG`) the fix command."""
+
+    shape: Shape
+    detail: str
+
+
+def compact_command(settings: Settings, topic: str) -> str:
+    """The command that makes `topic` compacted, with this worker's bootstrap."""
+    return (
+        f"kafka-configs.sh --bootstrap-server {settings.kafka_bootstrap} --alter "
+        f"--entity-type topics --entity-name {topic} --add-config cleanup.policy=compact"
+    )
+
+
+def remake_changelog_command(settings: Settings, topic: str) -> str:
+    """The commands that delete the changelog `topic` and create it again with the shape
+    the state needs (the workers stopped first)."""
+    tool = f"kafka-topics.sh --bootstrap-server {settings.kafka_bootstrap}"
+    return (
+        f"{tool} --delete --topic {topic}; {tool} --create --topic {topic} --partitions "
+        f"{settings.partitions} --replication-factor {settings.replication_factor} "
+        "--config cleanup.policy=compact"
+    )
+
+
+LOGIN_NOTE = (
+    " (with SASL or TLS, give the tool the worker's login: --command-config, as for "
+    "kafka-topics.sh)"
+)
+
+
+def judge_policy(
+    settings: Settings, topic: str, reported: Mapping[str, str | None]
+) -> PolicyVerdict:
+    """The changelog `topic`'s shape from the configs the broker reported for it."""
+    policy = reported.get("cleanup.policy")
+    if policy is None:
+        return PolicyVerdict(
+            Shape.UNKNOWN,
+            f"could not tell whether {topic} is compacted: the broker reports no "
+            "cleanup.policy for it (Tansu reports only what a topic was created with; a "
+            "changelog a worker made is compacted, one a broker made again on a write after "
+            "a deletion is not: docs/operations.md, MomentsTopicMissing)",
+        )
+    kinds = {p.strip() for p in policy.split(",")}
+    retention = reported.get("retention.ms")
+    fix = f"{compact_command(settings, topic)}{LOGIN_NOTE}"
+    if "compact" not in kinds:
+        return PolicyVerdict(
+            Shape.WRONG,
+            f"the state changelog {topic} has cleanup.policy={policy}, not compact: the "
+            "broker deletes its records after retention.ms and a worker restoring a "
+            "partition loses those subscribers' state (made again by a broker that creates "
+            f"topics on use, after a deletion?); make it compacted: {fix}, then check that "
+            'no state was lost (docs/operations.md, "MomentsTopicMissing")',
+        )
+    if "delete" in kinds and retention != "-1":
+        return PolicyVerdict(
+            Shape.WRONG,
+            f"the state changelog {topic} has cleanup.policy={policy} (retention.ms "
+            f"{retention or 'not reported'}): the broker deletes records older than the "
+            "retention, and a subscriber's record left unchanged that long is lost at the "
+            f"next restore; make it compacted only: {fix}",
+        )
+    return PolicyVerdict(Shape.OK, f"{topic} is compacted (cleanup.policy={policy})")
+
+
+class ConfigsUnansweredError(Exception):
+    """The broker did not answer DescribeConfigs, or refused it (an ACL)."""
+
+
+async def topic_configs(
+    settings: Settings, topics: list[str], timeout_s: float
+) -> dict[str, dict[str, str | None]]:
+    """The configs the broker reports for each of `topics` (name -> value); a topic it
+    answers with an error is left out. `ConfigsUnansweredError` when it does not answer."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+    from aiokafka.errors import KafkaError
+
+    from moments.connections import kafka_client_kwargs
+
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap,
+        client_id="moments-topic-shape",
+        request_timeout_ms=int(timeout_s * 1000),
+        **kafka_client_kwargs(settings),
+    )
+    try:
+        async with asyncio.timeout(timeout_s):
+            await admin.start()
+            resources = [ConfigResource(ConfigResourceType.TOPIC, t) for t in topics]
+            responses = await admin.describe_configs(resources)
+    except TimeoutError:
+        raise ConfigsUnansweredError(f"no answer within {timeout_s:g} s") from None
+    except KafkaError as exc:
+        raise ConfigsUnansweredError(f"{type(exc).__name__}: {exc}") from None
+    finally:
+        await admin.close()
+    return _reported(responses)
+
+
+def _reported(responses: list[Any]) -> dict[str, dict[str, str | None]]:
+    """DescribeConfigs answers as name -> {config: value}; a resource answered with an
+    error code (an ACL: TOPIC_AUTHORIZATION_FAILED) left out."""
+    found: dict[str, dict[str, str | None]] = {}
+    for response in responses:
+        for resource in response.to_object()["resources"]:
+            if resource["error_code"] != 0:
+                continue
+            found[resource["resource_name"]] = {
+                entry["config_names"]: entry["config_value"] for entry in resource["config_entries"]
+            }
+    return found
+
+
+async def changelog_policy(
+    settings: Settings, counts: Mapping[str, int], timeout_s: float
+) -> PolicyVerdict | None:
+    """The changelog's policy as the broker reports it; None when the topic does not exist
+    yet (the worker's start makes it, compacted)."""
+    from moments.stateview import changelog_topic
+
+    topic = changelog_topic(settings)
+    if topic not in counts:
+        return None
+    try:
+        reported = await topic_configs(settings, [topic], timeout_s)
+    except ConfigsUnansweredError as exc:
+        return PolicyVerdict(
+            Shape.UNKNOWN,
+            f"could not tell whether {topic} is compacted: DescribeConfigs failed ({exc})",
+        )
+    if topic not in reported:
+        return PolicyVerdict(
+            Shape.UNKNOWN,
+            f"could not tell whether {topic} is compacted: the broker refused to describe "
+            "its configs (grant the worker's principal DescribeConfigs on it: "
+            'docs/operations.md, "Against a managed Kafka")',
+        )
+    return judge_policy(settings, topic, reported[topic])
