@@ -250,9 +250,15 @@ def _cmd_replay(args: argparse.Namespace) -> int:
                 )
             )
     except (KafkaError, RedisError, OSError) as exc:
+        unanswered = (
+            " (a record whose acknowledgement did not come is not: it may have reached its "
+            "topic all the same, and goes again)"
+            if isinstance(exc, KafkaError)
+            else ""
+        )
         console.print(
             f"replay stopped: {type(exc).__name__}: {exc}. What was sent is remembered in "
-            "Redis: run the same command again to go on"
+            f"Redis{unanswered}: run the same command again to go on"
         )
         return 1
     out = _stdout()

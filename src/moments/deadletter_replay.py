@@ -38,7 +38,7 @@ from moments.refusals import allowed_ahead
 from moments.settings import Settings
 from moments.topiclayout import topic_types as input_topic_types
 from moments.topicread import Progress, TopicReader, topic_consumer
-from sinks.base import Producer
+from sinks.base import Producer, acknowledged_each
 from sinks.relevance import FACTS_TTL_S, FactsStore, erasures
 
 REPLAYED_HEADER = "moments.replayed-from"
@@ -229,10 +229,17 @@ async def replay(
                 raise failure
     finally:
         if producer is not None:
-            await producer.stop()
+            # Bounded: after a write not acknowledged in time the producer still retries
+            # it, and its stop waits for it (without end, an idempotent producer's).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(producer.stop(), STOP_S)
         with contextlib.suppress(Exception):
             await redis.aclose()
     return report
+
+
+STOP_S = 10.0
+"""Longest a replay waits for its producer to stop (`replay`)."""
 
 
 ERASED_MESSAGE = (
@@ -406,7 +413,10 @@ async def _send(
             failure = exc
             break
         pending.append((e, sending))
-    acks = await asyncio.gather(*(sending for _, sending in pending), return_exceptions=True)
+    # Within the delivery deadline: an idempotent producer retries a batch to a topic
+    # deleted under it without end, and the replay hung with no word.
+    topics = {e.origin_topic for e, _ in pending}
+    acks = await acknowledged_each(producer, [sending for _, sending in pending], topics)
     sent: list[DeadLetterEntry] = []
     for (entry, _), ack in zip(pending, acks, strict=True):
         if isinstance(ack, BaseException):

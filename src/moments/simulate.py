@@ -34,6 +34,7 @@ import orjson
 from moments.filenames import gzipped
 from moments.models import EVENT_MODELS, EventType
 from moments.settings import Settings
+from sinks.base import acknowledged_each
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaProducer
@@ -627,7 +628,10 @@ class _Delivery:
             except Exception as exc:  # with_retry decides which ones are retried
                 error = exc
                 break
-        results = await asyncio.gather(*futures, return_exceptions=True)
+        # Within the delivery deadline (those not acknowledged then stay in the batch): an
+        # idempotent producer retries a batch to a topic deleted under it without end.
+        topics = {self.settings.topic(e.event_type.value) for e in self.batch[: len(futures)]}
+        results = await acknowledged_each(self.producer, futures, topics)
         failed = [n for n, result in enumerate(results) if isinstance(result, BaseException)]
         self.batch = [self.batch[n] for n in failed] + self.batch[len(futures) :]
         if error is None and failed:

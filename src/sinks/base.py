@@ -100,6 +100,38 @@ async def acknowledged(
     return [f.result() for f in waited]
 
 
+async def acknowledged_each(
+    producer: object,
+    futures: Sequence[Awaitable[Any]],
+    topics: Collection[str],
+    deadline_s: float | None = None,
+) -> list[Any]:
+    """Each acknowledgement of a write to `topics`, in order: its answer or its error, as
+    `asyncio.gather(..., return_exceptions=True)` gives them, but within `deadline_s`
+    (None: `DELIVERY_TIMEOUT_S`): those still awaited then are cancelled and answered
+    with the error `acknowledged` raises (UnknownTopicOrPartitionError when the broker,
+    asked afresh, no longer has one of `topics`, else KafkaTimeoutError), so a caller
+    that keeps what went (a command's replay) knows which did. Cancelled, it cancels them
+    all."""
+    waited = [asyncio.ensure_future(f) for f in futures]
+    if not waited:
+        return []
+    if deadline_s is None:
+        deadline_s = DELIVERY_TIMEOUT_S
+    try:
+        _, pending = await asyncio.wait(waited, timeout=deadline_s)
+    except asyncio.CancelledError:
+        for future in waited:
+            future.cancel()
+        raise
+    late: Exception | None = None
+    if pending:
+        for future in pending:
+            future.cancel()
+        late = await _unacknowledged(producer, topics, len(pending), deadline_s)
+    return [late if f in pending else (f.exception() or f.result()) for f in waited]
+
+
 async def gone_topics(producer: object, topics: Collection[str], wait_s: float) -> list[str]:
     """Which of `topics` the broker says it does not have, asked afresh through the
     producer's own client (aiokafka's `client.add_topic` and `force_metadata_update`);
