@@ -17,7 +17,6 @@ a worker) is sent back once (`FirstCopies` in a run, `replayed_origin_key` acros
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import math
@@ -32,7 +31,7 @@ from moments.connections import redis_client
 from moments.deadletters import DeadLetterEntry, Selection, Summary, parse_entry, revalidate
 from moments.decoding import deletion_form
 from moments.models import InputEvent
-from moments.producer import start_producer
+from moments.producer import start_producer, stop_within
 from moments.records import DeadLetter, Header, RejectReason
 from moments.refusals import allowed_ahead
 from moments.settings import Settings
@@ -229,17 +228,10 @@ async def replay(
                 raise failure
     finally:
         if producer is not None:
-            # Bounded: after a write not acknowledged in time the producer still retries
-            # it, and its stop waits for it (without end, an idempotent producer's).
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(producer.stop(), STOP_S)
+            await stop_within(producer)
         with contextlib.suppress(Exception):
             await redis.aclose()
     return report
-
-
-STOP_S = 10.0
-"""Longest a replay waits for its producer to stop (`replay`)."""
 
 
 ERASED_MESSAGE = (

@@ -10,6 +10,7 @@ the Redis ledger either way; idempotence only removes broker-side duplicates.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
@@ -157,3 +158,23 @@ async def _started(producer: AIOKafkaProducer) -> AIOKafkaProducer:
         await producer.stop()
         raise
     return producer
+
+
+STOP_S = 10.0
+"""Longest a one-off command waits for its producer to stop (`stop_within`)."""
+
+
+async def stop_within(producer: AIOKafkaProducer, seconds: float | None = None) -> bool:
+    """Stop `producer`, waiting at most `seconds`; False when it did not stop in time. A
+    write not acknowledged in time (`sinks.base.acknowledged`) is still retried by the
+    producer, and its stop waits for it: without end, an idempotent producer's (aiokafka
+    never expires such a batch while its partition has a leader), so a command that
+    reported the failure would hang on its way out. `seconds` None: `STOP_S`."""
+    if seconds is None:
+        seconds = STOP_S
+    try:
+        await asyncio.wait_for(producer.stop(), seconds)
+    except TimeoutError:
+        log.warning("the Kafka producer did not stop within %g s; left behind", seconds)
+        return False
+    return True

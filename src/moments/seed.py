@@ -282,7 +282,7 @@ async def write_records(
 ) -> int:
     """Produce (partition, key, value) to the changelog, in chunks each awaited; returns
     how many were acknowledged."""
-    from moments.producer import start_producer
+    from moments.producer import start_producer, stop_within
     from sinks.base import produce_to_partitions
 
     producer = await start_producer(settings, without_idempotence=SEED_DUPLICATES)
@@ -295,7 +295,7 @@ async def write_records(
             if progress is not None:
                 progress(written)
     finally:
-        await producer.stop()
+        await stop_within(producer)
     return written
 
 

@@ -552,6 +552,7 @@ async def produce_stream(
     from aiokafka import AIOKafkaProducer
 
     from moments.connections import kafka_client_kwargs
+    from moments.producer import stop_within
     from sinks.metrics import Metrics
 
     producer = AIOKafkaProducer(
@@ -584,8 +585,7 @@ async def produce_stream(
     finally:
         # Bounded: stopped during an outage (Ctrl-C), it waited out the request timeout
         # for batches that would be lost anyway.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(producer.stop(), STOP_S)
+        await stop_within(producer, STOP_S)
     if progress is not None:
         progress(stats)
     return stats
