@@ -74,30 +74,14 @@ async def acknowledged(
     `topics` (a topic deleted: `sinks.retry` counts it towards a missing topic), else
     with KafkaTimeoutError (a broker away or failing: retried as one). Cancelled, it
     cancels them all, as gather did. `deadline_s` None: `DELIVERY_TIMEOUT_S`."""
-    waited = [asyncio.ensure_future(f) for f in futures]
-    if not waited:
-        return []
-    if deadline_s is None:
-        deadline_s = DELIVERY_TIMEOUT_S
-    try:
-        _, pending = await asyncio.wait(waited, timeout=deadline_s)
-    except asyncio.CancelledError:
-        for future in waited:
-            future.cancel()
-        raise
-    if pending:
-        for future in pending:
-            future.cancel()
-        for future in waited:  # each error retrieved: no "never retrieved" line
-            if not future.cancelled():
-                future.exception()
-        raise await _unacknowledged(producer, topics, len(pending), deadline_s)
-    if return_exceptions:
-        return [f.exception() or f.result() for f in waited]
-    failed = [e for f in waited if (e := f.exception()) is not None]  # each retrieved
-    if failed:
-        raise failed[0]
-    return [f.result() for f in waited]
+    answers, late = await _within(producer, futures, topics, deadline_s)
+    if late is not None:
+        raise late
+    if not return_exceptions:
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+    return answers
 
 
 async def acknowledged_each(
@@ -113,9 +97,21 @@ async def acknowledged_each(
     asked afresh, no longer has one of `topics`, else KafkaTimeoutError), so a caller
     that keeps what went (a command's replay) knows which did. Cancelled, it cancels them
     all."""
+    answers, _ = await _within(producer, futures, topics, deadline_s)
+    return answers
+
+
+async def _within(
+    producer: object,
+    futures: Sequence[Awaitable[Any]],
+    topics: Collection[str],
+    deadline_s: float | None,
+) -> tuple[list[Any], Exception | None]:
+    """`acknowledged_each`'s answers (each error retrieved: no "never retrieved" line), and
+    the error of those still awaited at the deadline, cancelled (None: all came)."""
     waited = [asyncio.ensure_future(f) for f in futures]
     if not waited:
-        return []
+        return [], None
     if deadline_s is None:
         deadline_s = DELIVERY_TIMEOUT_S
     try:
@@ -129,7 +125,7 @@ async def acknowledged_each(
         for future in pending:
             future.cancel()
         late = await _unacknowledged(producer, topics, len(pending), deadline_s)
-    return [late if f in pending else (f.exception() or f.result()) for f in waited]
+    return [late if f in pending else (f.exception() or f.result()) for f in waited], late
 
 
 async def gone_topics(producer: object, topics: Collection[str], wait_s: float) -> list[str]:
