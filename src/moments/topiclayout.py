@@ -36,9 +36,9 @@ def topic_types(settings: Settings) -> dict[str, EventType]:
 
 def partition_layout(settings: Settings, counts: dict[str, int]) -> tuple[str | None, str | None]:
     """What keeps the topics' partition counts from holding the state (a start refuses
-    it), and a warning about input topics that do not exist yet or withdrawals
-    partitioned otherwise than the tasks (`withdrawals_apart`); `moments check` says the
-    same."""
+    it), and a warning about input topics that do not exist yet or tasks and withdrawals
+    topics of another count than MOMENTS_PARTITIONS (`output_counts`); `moments check` says
+    the same."""
     inputs = list(topic_types(settings))
     changelog = changelog_topic(settings)
     remake = remake_changelog_command(settings, changelog)
@@ -59,35 +59,74 @@ def partition_layout(settings: Settings, counts: dict[str, int]) -> tuple[str | 
             f"MOMENTS_PARTITIONS ({settings.partitions}) partitions before producers write to "
             "them (a broker that creates topics on first use gives them its own default count)"
         )
-    tasks, withdrawals = settings.topic("tasks"), settings.topic("task_withdrawals")
-    if (said := withdrawals_apart(counts, tasks, withdrawals, settings.partitions)) is not None:
+    if (said := output_counts(settings, counts)) is not None:
         warnings.append(said)
     return None, "; ".join(warnings) or None
 
 
-def withdrawals_apart(
-    counts: dict[str, int], tasks: str, withdrawals: str, partitions: int
-) -> str | None:
-    """A warning when the withdrawals topic has (or, missing, will be made with:
-    `partitions`, as a worker makes `OUTPUT_TOPICS`) another partition count than the
-    tasks topic, or None. Consumers are promised a subscriber's tasks and withdrawals on
-    partitions of one number (a group member given partition n of both finds a task's
-    withdrawal there); the workers' own work does not depend on it, so a start goes on.
-    The outcomes topic's count is not checked: what an outcome reads and writes is in
+def output_counts(settings: Settings, counts: dict[str, int]) -> str | None:
+    """A warning when the tasks or withdrawals topic has (a topic missing: will be made
+    with) another partition count than MOMENTS_PARTITIONS, or the two differ; None when
+    both have it. The workers' own work does not depend on these counts (their producer
+    hashes each key over the count each topic has), so a start goes on.
+
+    Consumers do: a subscriber's tasks and withdrawals are promised on partitions of one
+    number, and a subscriber's records on one partition, so a task re-driven after a
+    change of count comes on another partition than its first copy (a consumer that
+    remembers ids per partition acts on it twice). The count is judged against
+    MOMENTS_PARTITIONS, not against one recorded when a worker first ran: it is the count
+    a worker makes a missing topic with, so the only one a deletion followed by a
+    worker's start leaves unchanged, and what docs/operations.md tells to create them
+    with; a count other than it was made by someone else (a consumer's client or a broker
+    on first use, a broker on a write after a deletion). A record would need a store of
+    its own and a step to accept a new count, and say nothing of a topic made wrong at
+    the start. The outcomes topic is not judged: what an outcome reads and writes is in
     Redis, and keyed by subscriber its outcomes stay on one partition at any count
     (docs/architecture.md, "Outcomes")."""
-    held, made = counts.get(withdrawals, partitions), counts.get(tasks, partitions)
-    if held == made:
+    partitions = settings.partitions
+    tasks, withdrawals = settings.topic("tasks"), settings.topic("task_withdrawals")
+    made, held = counts.get(tasks, partitions), counts.get(withdrawals, partitions)
+    if made == held == partitions:
         return None
-    fix = (
-        f"add partitions to {withdrawals} up to {made} (its withdrawals already written stay "
-        "where they are)"
-        if held < made
-        else f"create {withdrawals} again with {made} once every task it names has expired "
-        "(consumers read it from its start)"
-    )
+    if made != held:
+        said = (
+            f"{withdrawals} has {held} partitions and {tasks} {made}: a subscriber's "
+            "withdrawals are no longer on the partition number of its tasks, as consumers "
+            "are promised (docs/consuming-tasks.md, Withdrawn tasks)"
+        )
+    else:
+        said = f"{tasks} and {withdrawals} have {made} partitions"
+    fixes = [
+        _count_fix(settings, topic, n, once)
+        for topic, n, once in (
+            (tasks, made, "its consumers have read it to its end"),
+            (withdrawals, held, "every task it names has expired (consumers read it whole)"),
+        )
+        if n != partitions
+    ]
     return (
-        f"{withdrawals} has {held} partitions and {tasks} {made}: a subscriber's withdrawals "
-        "are no longer on the partition number of its tasks, as consumers are promised "
-        f"(docs/consuming-tasks.md, Withdrawn tasks); {fix}"
+        f"{said}; MOMENTS_PARTITIONS is {partitions}, the count a worker makes them with: "
+        "one of another count was made by a client or a broker on first use, or made again "
+        "after a deletion, and a change of count moves subscribers to other partition "
+        "numbers (a task re-driven after it comes on another partition than its first "
+        "copy; consumers that keep anything per partition must start that afresh); "
+        f"{'; '.join(fixes)}; tell the dispatch consumers (docs/consuming-tasks.md, "
+        '"Partition counts")'
+    )
+
+
+def _count_fix(settings: Settings, topic: str, held: int, once: str) -> str:
+    """How `topic`, of `held` partitions, comes to MOMENTS_PARTITIONS: partitions added,
+    or (a topic cannot lose partitions) made again once `once`."""
+    tool = f"kafka-topics.sh --bootstrap-server {settings.kafka_bootstrap}"
+    wanted = settings.partitions
+    if held < wanted:
+        return (
+            f"add partitions to {topic} up to {wanted} (what it holds stays where it is): "
+            f"{tool} --alter --topic {topic} --partitions {wanted}"
+        )
+    return (
+        f"create {topic} again with {wanted}, the workers stopped, once {once}: "
+        f"{tool} --delete --topic {topic}; {tool} --create --topic {topic} "
+        f"--partitions {wanted} --replication-factor {settings.replication_factor}"
     )

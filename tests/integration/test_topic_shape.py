@@ -155,3 +155,49 @@ async def test_a_changelog_a_worker_made_passes(
     verdict, detail = rows(out)["changelog"]
     assert verdict == "ok", out
     assert "is compacted (cleanup.policy=compact)" in one_line(detail)
+
+
+async def test_tasks_and_withdrawals_made_again_with_another_count_are_a_warning(
+    make_settings: MakeSettings,
+    topics_for: Callable[[Settings], Awaitable[None]],
+    start_worker: Callable[[Settings], WorkerProcess],
+) -> None:
+    """Both deleted and made again by a write (Tansu's 4 partitions) under MOMENTS_PARTITIONS
+    2: their subscribers moved to other partition numbers, which dispatch consumers depend
+    on. `moments check` said "ok" and a start only "asked 2, has 4"; both now say it with
+    the fix, and the start goes on (the workers' own work does not depend on it)."""
+    settings = make_settings(partitions=2)
+    await topics_for(settings)
+    tasks, withdrawals = settings.topic("tasks"), settings.topic("task_withdrawals")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, **kafka_client_kwargs(settings)
+    )
+    await admin.start()
+    try:
+        await admin.delete_topics([tasks, withdrawals])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, **kafka_client_kwargs(settings)
+    )
+    await producer.start()
+    try:
+        for topic in (tasks, withdrawals):
+            await producer.send_and_wait(topic, b"{}", key=b"13800138000")
+        made = len(producer.client.cluster.partitions_for_topic(tasks) or ())
+    finally:
+        await producer.stop()
+    assert made == 4  # Tansu's default count, not the 2 they were made with
+    said = f"{tasks} and {withdrawals} have 4 partitions; MOMENTS_PARTITIONS is 2"
+    fix = f"kafka-topics.sh --bootstrap-server {settings.kafka_bootstrap} --delete --topic {tasks}"
+
+    code, out = check(settings)
+    assert code == 0, out
+    verdict, detail = rows(out)["topics"]
+    assert verdict == "warn", out
+    assert said in one_line(detail), out
+    assert fix in one_line(detail), out
+
+    worker = start_worker(settings)
+    await worker.wait_for_log("runtime ready", wait_s=90)
+    assert said in one_line(worker.log())

@@ -66,14 +66,47 @@ def test_a_withdrawals_warning_comes_beside_one_of_missing_input_topics() -> Non
     assert "moments.task-withdrawals has 4 partitions" in warning
 
 
-def test_tasks_and_withdrawals_alike_need_not_be_moments_partitions() -> None:
-    """The promise is between the two topics: the worker's producer hashes each key over
-    the count each topic has."""
-    settings = load_settings(partitions=8)
-    assert partition_layout(settings, counts_at(settings, 8, tasks=4, task_withdrawals=4)) == (
-        None,
-        None,
+def test_tasks_and_withdrawals_of_another_count_than_the_workers_make_are_warned_of() -> None:
+    """Both made again by a broker on a write after a deletion (Tansu 4, a Kafka's
+    `num.partitions`) under MOMENTS_PARTITIONS 8, or made so by a consumer's client on
+    first use: their subscribers are on other partition numbers than the tasks a worker
+    had published, and a task re-driven after the change comes on another partition than
+    its first copy. It was taken as it is, and only the start's "asked 8, has 4" said it."""
+    settings = load_settings(partitions=8, kafka_bootstrap="kafka-1:9092")
+    problem, warning = partition_layout(
+        settings, counts_at(settings, 8, tasks=4, task_withdrawals=4)
     )
+    assert problem is None  # the workers' own work does not depend on it
+    assert warning is not None
+    assert "moments.tasks and moments.task-withdrawals have 4 partitions" in warning
+    assert "MOMENTS_PARTITIONS is 8" in warning
+    assert "made again after a deletion" in warning
+    for topic in ("moments.tasks", "moments.task-withdrawals"):
+        assert (
+            f"kafka-topics.sh --bootstrap-server kafka-1:9092 --alter --topic {topic} "
+            "--partitions 8" in warning
+        )
+
+
+def test_tasks_made_again_apart_from_the_withdrawals_name_the_tasks_fix() -> None:
+    """The tasks topic made again with 4 beside withdrawals still at MOMENTS_PARTITIONS 8:
+    the fix is the tasks topic's (add partitions up to 8), not making the withdrawals again
+    with the tasks' 4 (what the warning told, the tasks taken as the reference)."""
+    settings = load_settings(partitions=8)
+    _, warning = partition_layout(settings, counts_at(settings, 8, tasks=4, task_withdrawals=8))
+    assert warning is not None
+    assert "moments.task-withdrawals has 8 partitions and moments.tasks 4" in warning
+    assert "add partitions to moments.tasks up to 8" in warning
+    assert "moments.task-withdrawals again" not in warning
+
+
+def test_tasks_of_more_partitions_than_the_workers_make_name_the_remake() -> None:
+    """Partitions cannot be taken away: the fix makes the topics again, once read."""
+    settings = load_settings(partitions=4, replication_factor=3)
+    _, warning = partition_layout(settings, counts_at(settings, 4, tasks=12, task_withdrawals=12))
+    assert warning is not None
+    assert "create moments.tasks again with 4" in warning
+    assert "--create --topic moments.tasks --partitions 4 --replication-factor 3" in warning
 
 
 def test_outcomes_of_another_count_are_taken_as_they_are() -> None:
