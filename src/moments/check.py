@@ -56,7 +56,7 @@ async def run_checks(settings: Settings, timeout_s: float = 10.0) -> list[Findin
     found.append(kafka)
     if kafka.verdict is not Verdict.FAIL:
         found.extend(_topics(settings, counts))
-        found.append(await _changelog(settings, counts, timeout_s))
+        found.extend(await _compaction(settings, counts, timeout_s))
         found.append(await _idempotence(settings, 2 * timeout_s))
     found.append(await _redis(settings, timeout_s))
     return found
@@ -210,17 +210,36 @@ def _topics(settings: Settings, counts: dict[str, int]) -> list[Finding]:
     return [Finding("topics", Verdict.OK, f"{inputs} input topic(s) partitioned alike")]
 
 
-async def _changelog(settings: Settings, counts: dict[str, int], timeout_s: float) -> Finding:
-    """Whether the state changelog is compacted, as the broker reports (`topicshape`)."""
+async def _compaction(
+    settings: Settings, counts: dict[str, int], timeout_s: float
+) -> list[Finding]:
+    """Whether the state changelog and the profile topic are compacted, as the broker
+    reports (`topicshape`): a changelog not compacted fails (a start refuses it), the
+    profile topic warns (a start goes on); could not tell warns for both."""
     from moments.stateview import changelog_topic
-    from moments.topicshape import Shape, changelog_policy
+    from moments.topicshape import Shape, compaction, create_compacted_command
 
-    step = f"changelog {changelog_topic(settings)}"
-    verdict = await changelog_policy(settings, counts, timeout_s)
-    if verdict is None:
-        return Finding(step, Verdict.OK, "not there yet: a worker's start makes it, compacted")
-    shown = {Shape.OK: Verdict.OK, Shape.UNKNOWN: Verdict.WARN, Shape.WRONG: Verdict.FAIL}
-    return Finding(step, shown[verdict.shape], verdict.detail)
+    found = await compaction(settings, counts, timeout_s)
+    changelog, profile = changelog_topic(settings), settings.topic("profile")
+    rows: list[Finding] = []
+    if found.changelog is None:
+        said = "not there yet: a worker's start makes it, compacted"
+        rows.append(Finding(f"changelog {changelog}", Verdict.OK, said))
+    else:
+        shown = {Shape.OK: Verdict.OK, Shape.UNKNOWN: Verdict.WARN, Shape.WRONG: Verdict.FAIL}
+        rows.append(
+            Finding(f"changelog {changelog}", shown[found.changelog.shape], found.changelog.detail)
+        )
+    if found.profile is None:
+        said = (
+            "not there yet: create it compacted (the contract's), with MOMENTS_PARTITIONS "
+            f"partitions: {create_compacted_command(settings, profile)}"
+        )
+        rows.append(Finding(f"profile topic {profile}", Verdict.WARN, said))
+    else:
+        verdict = Verdict.OK if found.profile.shape is Shape.OK else Verdict.WARN
+        rows.append(Finding(f"profile topic {profile}", verdict, found.profile.detail))
+    return rows
 
 
 async def _idempotence(settings: Settings, within_s: float) -> Finding:

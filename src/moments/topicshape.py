@@ -1,16 +1,20 @@
-"""Whether the state changelog has the shape the state needs, beyond its partition count
-(`moments.topiclayout`): compacted (`cleanup.policy=compact`), as the broker reports it
-(DescribeConfigs). What `moments check` says and a worker's start refuses.
+"""Whether the topics that must be compacted are, beyond their partition counts
+(`moments.topiclayout`): the state changelog and the profile input topic
+(`cleanup.policy=compact`), as the broker reports it (DescribeConfigs). What `moments
+check` says and a worker's start refuses (the changelog) or warns of (the profile topic).
 
 A changelog deleted under running workers is made again by the next write on a broker
 that creates topics on use (Tansu; Apache Kafka with `auto.create.topics.enable=true`),
 with the broker's own partition count and no `cleanup.policy=compact`: the broker's
 retention then deletes state records (Kafka's default `retention.ms`: 7 days), and a
 worker restoring a partition from it knows none of the subscribers whose records went.
-Nothing said so. Apache Kafka reports every topic's `cleanup.policy` (its broker default
-where the topic sets none); Tansu reports only what the topic was created with, so a
-topic it made on a write reports nothing: that is "could not tell", neither a pass nor a
-refusal. Without importing Faust (`moments check` stays quick)."""
+Nothing said so. The profile topic is compacted in the contract (a subscriber's latest
+profile kept however old): made otherwise, a replay of the input rebuilds no profile older
+than the retention; the workers running lose nothing, so that is a warning.
+Apache Kafka reports every topic's `cleanup.policy` (its broker default where the topic
+sets none); Tansu reports only what the topic was created with, so a topic it made on a
+write reports nothing: that is "could not tell", neither a pass nor a refusal. Without
+importing Faust (`moments check` stays quick)."""
 
 from __future__ import annotations
 
@@ -25,9 +29,64 @@ if TYPE_CHECKING:
 
 
 class Shape(Enum):
+    """What the broker's configs say of a topic that must be compacted: compacted, not,
+    or nothing to tell by. Not `moments.check.Verdict` (ok, warn, FAIL): that is how much
+    a finding matters to a start, and one shape matters differently by topic (a changelog
+    not compacted stops a start and fails the check, the profile topic only warns), while
+    a could-not-tell is a warning for both; each caller maps a shape to its verdict."""
+
     OK = "ok"
     WRONG = "wrong"
     UNKNOWN = "could not tell"
+
+
+@dataclass(frozen=True)
+class Compacted:
+    """A topic that must be compacted, for the words of its verdicts: `what` names it
+    ("the state changelog"), `loses` says what the broker deleting its records costs,
+    `lost_old` what deleting those older than a retention costs, `unknown` the note
+    after "the broker reports no cleanup.policy for it", `after` what to do once it is
+    compacted."""
+
+    what: str
+    loses: str
+    lost_old: str
+    unknown: str
+    after: str
+
+
+CHANGELOG = Compacted(
+    what="the state changelog",
+    loses=(
+        "a worker restoring a partition loses those subscribers' state (made again by a "
+        "broker that creates topics on use, after a deletion?)"
+    ),
+    lost_old="a subscriber's record left unchanged that long is lost at the next restore",
+    unknown=(
+        "a changelog a worker made is compacted, one a broker made again on a write after "
+        "a deletion is not: docs/operations.md, MomentsTopicMissing"
+    ),
+    after=', then check that no state was lost (docs/operations.md, "MomentsTopicMissing")',
+)
+
+PROFILE = Compacted(
+    what="the profile topic",
+    loses=(
+        "a replay of the input from its start (a new MOMENTS_APP_ID: docs/operations.md, "
+        "Scaling) rebuilds no profile older than that, opt-outs, quiet hours, birthdays and "
+        "tiers included; the workers running lose nothing (their state is in the "
+        "changelog); the contract has the topic compacted"
+    ),
+    lost_old=(
+        "a replay of the input rebuilds no profile unchanged that long, opt-outs and quiet "
+        "hours included"
+    ),
+    unknown=(
+        "the contract has it compacted: create it with --config cleanup.policy=compact, "
+        'docs/operations.md, "Against a managed Kafka"'
+    ),
+    after="",
+)
 
 
 @dataclass(frozen=True)
@@ -47,15 +106,20 @@ def compact_command(settings: Settings, topic: str) -> str:
     )
 
 
+def create_compacted_command(settings: Settings, topic: str) -> str:
+    """The command that creates `topic` compacted, with MOMENTS_PARTITIONS partitions."""
+    return (
+        f"kafka-topics.sh --bootstrap-server {settings.kafka_bootstrap} --create --topic "
+        f"{topic} --partitions {settings.partitions} --replication-factor "
+        f"{settings.replication_factor} --config cleanup.policy=compact"
+    )
+
+
 def remake_changelog_command(settings: Settings, topic: str) -> str:
     """The commands that delete the changelog `topic` and create it again with the shape
     the state needs (the workers stopped first)."""
     tool = f"kafka-topics.sh --bootstrap-server {settings.kafka_bootstrap}"
-    return (
-        f"{tool} --delete --topic {topic}; {tool} --create --topic {topic} --partitions "
-        f"{settings.partitions} --replication-factor {settings.replication_factor} "
-        "--config cleanup.policy=compact"
-    )
+    return f"{tool} --delete --topic {topic}; {create_compacted_command(settings, topic)}"
 
 
 LOGIN_NOTE = (
@@ -65,17 +129,20 @@ LOGIN_NOTE = (
 
 
 def judge_policy(
-    settings: Settings, topic: str, reported: Mapping[str, str | None]
+    settings: Settings,
+    topic: str,
+    reported: Mapping[str, str | None],
+    kind: Compacted = CHANGELOG,
 ) -> PolicyVerdict:
-    """The changelog `topic`'s shape from the configs the broker reported for it."""
+    """The shape of `topic` (`kind`: the changelog unless said) from the configs the broker
+    reported for it."""
     policy = reported.get("cleanup.policy")
     if policy is None:
         return PolicyVerdict(
             Shape.UNKNOWN,
             f"could not tell whether {topic} is compacted: the broker reports no "
-            "cleanup.policy for it (Tansu reports only what a topic was created with; a "
-            "changelog a worker made is compacted, one a broker made again on a write after "
-            "a deletion is not: docs/operations.md, MomentsTopicMissing)",
+            "cleanup.policy for it (Tansu reports only what a topic was created with; "
+            f"{kind.unknown})",
         )
     kinds = {p.strip() for p in policy.split(",")}
     retention = reported.get("retention.ms")
@@ -83,19 +150,16 @@ def judge_policy(
     if "compact" not in kinds:
         return PolicyVerdict(
             Shape.WRONG,
-            f"the state changelog {topic} has cleanup.policy={policy}, not compact: the "
-            "broker deletes its records after retention.ms and a worker restoring a "
-            "partition loses those subscribers' state (made again by a broker that creates "
-            f"topics on use, after a deletion?); make it compacted: {fix}, then check that "
-            'no state was lost (docs/operations.md, "MomentsTopicMissing")',
+            f"{kind.what} {topic} has cleanup.policy={policy}, not compact: the broker "
+            f"deletes its records after retention.ms and {kind.loses}; make it compacted: "
+            f"{fix}{kind.after}",
         )
     if "delete" in kinds and retention != "-1":
         return PolicyVerdict(
             Shape.WRONG,
-            f"the state changelog {topic} has cleanup.policy={policy} (retention.ms "
+            f"{kind.what} {topic} has cleanup.policy={policy} (retention.ms "
             f"{retention or 'not reported'}): the broker deletes records older than the "
-            "retention, and a subscriber's record left unchanged that long is lost at the "
-            f"next restore; make it compacted only: {fix}",
+            f"retention, and {kind.lost_old}; make it compacted only: {fix}",
         )
     return PolicyVerdict(Shape.OK, f"{topic} is compacted (cleanup.policy={policy})")
 
@@ -149,28 +213,46 @@ def _reported(responses: list[Any]) -> dict[str, dict[str, str | None]]:
     return found
 
 
-async def changelog_policy(
-    settings: Settings, counts: Mapping[str, int], timeout_s: float
-) -> PolicyVerdict | None:
-    """The changelog's policy as the broker reports it; None when the topic does not exist
-    yet (the worker's start makes it, compacted)."""
+@dataclass(frozen=True)
+class Compaction:
+    """The verdicts of the topics that must be compacted; None: the topic does not exist
+    yet (a worker's start makes the changelog, compacted; the profile topic is the
+    producers' to make, which the partition layout's warning of missing input topics
+    says)."""
+
+    changelog: PolicyVerdict | None
+    profile: PolicyVerdict | None
+
+
+async def compaction(settings: Settings, counts: Mapping[str, int], timeout_s: float) -> Compaction:
+    """The changelog's and the profile topic's policies as the broker reports them, in one
+    DescribeConfigs request."""
     from moments.stateview import changelog_topic
 
-    topic = changelog_topic(settings)
-    if topic not in counts:
-        return None
-    try:
-        reported = await topic_configs(settings, [topic], timeout_s)
-    except ConfigsUnansweredError as exc:
-        return PolicyVerdict(
-            Shape.UNKNOWN,
-            f"could not tell whether {topic} is compacted: DescribeConfigs failed ({exc})",
-        )
-    if topic not in reported:
-        return PolicyVerdict(
-            Shape.UNKNOWN,
-            f"could not tell whether {topic} is compacted: the broker refused to describe "
-            "its configs (grant the worker's principal DescribeConfigs on it: "
-            'docs/operations.md, "Against a managed Kafka")',
-        )
-    return judge_policy(settings, topic, reported[topic])
+    wanted = {changelog_topic(settings): CHANGELOG, settings.topic("profile"): PROFILE}
+    there = [topic for topic in wanted if topic in counts]
+    verdicts: dict[str, PolicyVerdict] = {}
+    if there:
+        try:
+            reported = await topic_configs(settings, there, timeout_s)
+        except ConfigsUnansweredError as exc:
+            reported = {}
+            for topic in there:
+                verdicts[topic] = PolicyVerdict(
+                    Shape.UNKNOWN,
+                    f"could not tell whether {topic} is compacted: DescribeConfigs failed ({exc})",
+                )
+        for topic in there:
+            if topic in verdicts:
+                continue
+            if topic not in reported:
+                verdicts[topic] = PolicyVerdict(
+                    Shape.UNKNOWN,
+                    f"could not tell whether {topic} is compacted: the broker refused to "
+                    "describe its configs (grant the worker's principal DescribeConfigs on "
+                    'it: docs/operations.md, "Against a managed Kafka")',
+                )
+            else:
+                verdicts[topic] = judge_policy(settings, topic, reported[topic], wanted[topic])
+    changelog, profile = wanted
+    return Compaction(verdicts.get(changelog), verdicts.get(profile))

@@ -36,7 +36,7 @@ from moments.stateview import returns_topic
 from moments.statezip import StateFormatError
 from moments.store import store_problem
 from moments.topiclayout import partition_layout, topic_types
-from moments.topicshape import PolicyVerdict, Shape, changelog_policy
+from moments.topicshape import Compaction, Shape, compaction
 from rules.catalog import load_rules
 from sinks.metrics import Dependency, Metrics
 from sinks.policy import check_rule_ids, load_policy
@@ -73,32 +73,31 @@ def check_partition_layout(settings: Settings, counts: dict[str, int] | None) ->
         log.warning("%s", warning)
 
 
-CHANGELOG_CHECK_S = 10.0
-"""Longest the start waits for the broker's configs of the state changelog."""
+COMPACTION_CHECK_S = 10.0
+"""Longest the start waits for the broker's configs of the changelog and profile topic."""
 
 
-def check_changelog_policy(
-    settings: Settings, counts: dict[str, int] | None, health: Health
-) -> None:
+def check_compaction(settings: Settings, counts: dict[str, int] | None, health: Health) -> None:
     """Refuse to start (`ConfigError`, exit 2) when the broker reports the state changelog
     not compacted (`moments.topicshape`): made again by a broker on a write after a
-    deletion, it deletes state records at its retention, silently. Where the broker does
-    not say (Tansu, a principal without DescribeConfigs, no answer in time), a warning
-    says it could not tell and the start goes on; a changelog not there yet is made
-    compacted by the start."""
+    deletion, it deletes state records at its retention, silently. The profile topic not
+    compacted is a warning with the fix: the workers running lose nothing by it, a replay
+    of the input its old profiles. Where the broker does not say (Tansu, a principal
+    without DescribeConfigs, no answer in time), a warning says it could not tell and the
+    start goes on; a changelog not there yet is made compacted by the start."""
     if counts is None:
         return
 
-    async def bounded() -> PolicyVerdict | None:
+    async def bounded() -> Compaction:
         async with beating(health):
-            return await changelog_policy(settings, counts, CHANGELOG_CHECK_S)
+            return await compaction(settings, counts, COMPACTION_CHECK_S)
 
-    verdict = asyncio.run(bounded())
-    if verdict is None or verdict.shape is Shape.OK:
-        return
-    if verdict.shape is Shape.WRONG:
-        raise ConfigError(verdict.detail)
-    log.warning("%s; the worker starts", verdict.detail)
+    found = asyncio.run(bounded())
+    if found.changelog is not None and found.changelog.shape is Shape.WRONG:
+        raise ConfigError(found.changelog.detail)
+    for verdict in (found.changelog, found.profile):
+        if verdict is not None and verdict.shape is not Shape.OK:
+            log.warning("%s; the worker starts", verdict.detail)
 
 
 async def ensure_returns_topic(settings: Settings, metrics: Metrics, health: Health) -> None:
@@ -373,7 +372,7 @@ def _prepare(settings: Settings, faust_args: list[str]) -> MomentsApp:
     if counts is None:
         counts = asyncio.run(wait_for_kafka(settings, metrics, health))
     check_partition_layout(settings, counts)
-    check_changelog_policy(settings, counts, health)
+    check_compaction(settings, counts, health)
     asyncio.run(ensure_returns_topic(settings, metrics, health))
     if settings.idempotent_producer:
         require_idempotence(settings, health)

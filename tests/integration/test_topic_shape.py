@@ -201,3 +201,33 @@ async def test_tasks_and_withdrawals_made_again_with_another_count_are_a_warning
     worker = start_worker(settings)
     await worker.wait_for_log("runtime ready", wait_s=90)
     assert said in one_line(worker.log())
+
+
+async def test_a_profile_topic_not_compacted_is_a_warning_with_the_command(
+    make_settings: MakeSettings,
+    topics_for: Callable[[Settings], Awaitable[None]],
+    start_worker: Callable[[Settings], WorkerProcess],
+) -> None:
+    """The contract's compacted input, made with `cleanup.policy=delete` (Tansu reports the
+    policy a topic was created with): `moments check` said nothing of it. Its profiles go at
+    the retention, which the workers running do not feel (their state is in the changelog):
+    a warning with the fix, and the worker starts."""
+    settings = make_settings(partitions=2)
+    profile = settings.topic("profile")
+    await make_topic(settings, profile, 2, **{"cleanup.policy": "delete"})
+    await topics_for(settings)  # keeps the profile topic as it is
+    fix = (
+        f"kafka-configs.sh --bootstrap-server {settings.kafka_bootstrap} --alter "
+        f"--entity-type topics --entity-name {profile} --add-config cleanup.policy=compact"
+    )
+
+    code, out = check(settings)
+    assert code == 0, out
+    verdict, detail = rows(out)["profile"]
+    assert verdict == "warn", out
+    assert f"{profile} has cleanup.policy=delete, not compact" in one_line(detail), out
+    assert fix in one_line(detail), out
+
+    worker = start_worker(settings)
+    await worker.wait_for_log("runtime ready", wait_s=90)
+    assert fix in one_line(worker.log())

@@ -17,7 +17,7 @@ import pytest
 from moments.settings import Settings, load_settings
 from moments.stateview import changelog_topic, returns_topic
 from moments.topiclayout import partition_layout, topic_types
-from moments.topicshape import Shape, _reported, judge_policy
+from moments.topicshape import PROFILE, Shape, _reported, judge_policy
 
 TOPIC = "moments-subscribers-changelog"
 
@@ -107,3 +107,28 @@ class TestTheChangelogAloneOfAnotherCount:
         assert problem is not None
         assert "set MOMENTS_PARTITIONS=4" in problem
         assert "--delete" not in problem
+
+
+class TestTheProfileTopicPolicy:
+    """`telecom.profile` is compacted in the contract: a subscriber's latest profile is
+    kept however old. Deleted at the retention, a replay of the input (a new
+    MOMENTS_APP_ID) rebuilds no profile older than that, opt-outs and quiet hours included.
+    Nothing looked at it. The workers running lose nothing (their state is in the
+    changelog), so it is a warning, not a refusal."""
+
+    def test_delete_is_wrong_with_the_command_that_compacts_it(self, settings: Settings) -> None:
+        verdict = judge_policy(settings, "telecom.profile", {"cleanup.policy": "delete"}, PROFILE)
+        assert verdict.shape is Shape.WRONG
+        assert "the profile topic telecom.profile has cleanup.policy=delete" in verdict.detail
+        assert "opt-outs" in verdict.detail
+        assert (
+            "kafka-configs.sh --bootstrap-server kafka-1:9092 --alter --entity-type topics "
+            "--entity-name telecom.profile --add-config cleanup.policy=compact" in verdict.detail
+        )
+        assert "state changelog" not in verdict.detail
+
+    def test_nothing_reported_is_could_not_tell(self, settings: Settings) -> None:
+        verdict = judge_policy(settings, "telecom.profile", {}, PROFILE)
+        assert verdict.shape is Shape.UNKNOWN
+        assert verdict.detail.startswith("could not tell whether telecom.profile is compacted")
+        assert "changelog" not in verdict.detail
