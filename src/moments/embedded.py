@@ -13,6 +13,7 @@ Tansu keeps everything in memory: a restart loses all topics and offsets.
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import ctypes
 import logging
@@ -74,9 +75,39 @@ class _PortTakenError(Exception):
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 
+RESERVED_PORTS = 256
+"""Ports `free_port` keeps reserved at once; the oldest reservation is let go past it."""
+
+_RESERVATIONS: collections.deque[socket.socket] = collections.deque()
+_RESERVATIONS_LOCK = threading.Lock()
+
+
+def _reserved(sock: socket.socket) -> int:
+    """Keep `sock` (bound, never listening) open as the reservation of its port; its port."""
+    # Bound without SO_REUSEADDR first, so that no socket at all held the port; now set,
+    # so that a server binding it as servers do (SO_REUSEADDR) can bind and listen on it.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    port: int = sock.getsockname()[1]
+    with _RESERVATIONS_LOCK:
+        _RESERVATIONS.append(sock)
+        while len(_RESERVATIONS) > RESERVED_PORTS:
+            _RESERVATIONS.popleft().close()
+    return port
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (another process may take it),
-    chosen below the kernel's ephemeral range: every client connection of a running
+    """A TCP port on 127.0.0.1 for a server to listen on, reserved for it in this process.
+
+    Picking a free port and binding it later is a race: another process could take the
+    port in between (a test run beside picked the same one; a child meant to listen on it
+    then failed, a worker's /metrics). So the port stays bound here by a socket that never
+    listens, with SO_REUSEADDR: another process's pick (a plain bind, as this one's) finds
+    it taken, a server binding it with SO_REUSEADDR (Python's HTTP servers, redis-server,
+    Tansu, stunnel) still binds and listens on it, a connection to it is refused while
+    no server listens, and a server stopped and started again on it finds it still kept.
+    The last `RESERVED_PORTS` reservations are kept, until this process exits.
+
+    Chosen below the kernel's ephemeral range: every client connection of a running
     system takes its local port from that range, and one took a port handed out here
     before the worker meant to listen on it could bind it (a test's /metrics in CI)."""
     try:
@@ -85,16 +116,20 @@ def free_port() -> int:
         low = 32768  # Linux's default
     for _ in range(50):
         port = random.randrange(max(1024, low // 2), low)  # noqa: S311 (not a secret)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((HOST, port))
-            except OSError:
-                continue
-            return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            sock.close()
+            continue
+        return _reserved(sock)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
         sock.bind((HOST, 0))
-        chosen: int = sock.getsockname()[1]
-        return chosen
+    except OSError:
+        sock.close()
+        raise
+    return _reserved(sock)
 
 
 # --------------------------------------------------------------------------- #

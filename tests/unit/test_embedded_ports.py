@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -10,11 +12,54 @@ from moments.embedded import EPHEMERAL_RANGE, free_port, parse_proc_net_tcp
 from moments.settings import split_host_port
 
 
-def test_free_port_is_bindable() -> None:
+def _server_socket(host: str, port: int) -> socket.socket:
+    """A listening socket bound as every server the tests start binds (SO_REUSEADDR:
+    Python's HTTP servers, redis-server, Tansu, stunnel)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen()
+    return sock
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])  # noqa: S104 (the worker's default)
+def test_a_server_can_listen_on_a_free_port(host: str) -> None:
     port = free_port()
     assert 1024 <= port <= 65535
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", port))
+    with _server_socket(host, port):
+        pass
+
+
+PROBE = """
+import socket, sys
+with socket.socket() as sock:
+    try:
+        sock.bind(("127.0.0.1", int(sys.argv[1])))
+    except OSError:
+        sys.exit(3)
+"""
+
+
+def test_a_port_handed_out_is_not_free_to_another_process_until_its_server_binds_it() -> None:
+    """`free_port` used to say only that a port was free a moment ago: another process (a
+    test run beside, with its own `free_port`) could pick the same port before the child
+    meant to listen on it bound it, and that child then failed (a worker's /metrics). The
+    port stays reserved in this process: another process's probe finds it taken, while a
+    server binding it as servers do (SO_REUSEADDR) still listens on it."""
+    port = free_port()
+    probe = subprocess.run([sys.executable, "-c", PROBE, str(port)], check=False, timeout=30)
+    assert probe.returncode == 3, "another process could take the port handed out"
+    with _server_socket("127.0.0.1", port):
+        pass
+    assert free_port() != port  # not handed out twice in this process either
+
+
+def test_a_port_nobody_listens_on_refuses_connections() -> None:
+    """Its reservation does not listen: `127.0.0.1:{free_port()}` stays an address where
+    nothing answers, as the tests that need one use it."""
+    port = free_port()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2.0).close()
 
 
 def test_free_ports_are_outside_the_range_client_connections_take_theirs_from() -> None:

@@ -111,6 +111,8 @@ class TestMetricsPortTaken:
     ) -> None:
         port = free_port()
         with socket.socket() as taken:
+            # As servers bind (SO_REUSEADDR): `free_port` keeps the port reserved for one.
+            taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             taken.bind(("127.0.0.1", port))
             taken.listen()
             assert main(["run", "--metrics-port", str(port)]) == 2
