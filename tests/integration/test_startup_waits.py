@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import re
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,15 +27,48 @@ from .kafka_io import http_get, metric_value, produce, read_topic, wait_for_metr
 
 pytestmark = pytest.mark.integration
 
-OUTCOME_IN_HAND_S = 4.0
-"""From the join to the outcomes agent holding the outcome: a fetch and `take_events`'
-1 s, in a worker already running (no process start, no broker join in it)."""
+IN_HAND_MARK = "test: the outcomes agent holds a batch of"
+
+_MARKING_WORKER = """
+import os, sys
+
+from moments.cli import main
+from moments.outcomebatches import OutcomeBatches
+
+handle = OutcomeBatches.__call__
+
+
+async def marked(self, records):
+    mark = f"{os.environ['TEST_IN_HAND_MARK']} {len(records)}"  # one write: one log line
+    print(mark, file=sys.stderr, flush=True)
+    return await handle(self, records)
+
+
+OutcomeBatches.__call__ = marked
+sys.exit(main(["worker"]))
+"""
+"""`moments worker` printing `IN_HAND_MARK` and the batch's size to stderr as its outcomes
+agent is handed a batch, just before handling it (which waits for the runtime, so for
+Redis): the moment from which a SIGTERM finds an event held, which nothing else shows."""
+
+
+def marking_worker(settings: Settings, workdir: Path) -> WorkerProcess:
+    """A worker (`_MARKING_WORKER`) that says when its outcomes agent holds a batch."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    script = workdir / "marking_worker.py"
+    script.write_text(_MARKING_WORKER)
+    return WorkerProcess(
+        settings,
+        workdir / "worker.log",
+        command=[sys.executable, str(script)],
+        env={"TEST_IN_HAND_MARK": IN_HAND_MARK},
+    )
 
 
 async def test_sigterm_stops_a_worker_waiting_for_redis_with_an_outcome_in_hand(
     make_settings: MakeSettings,
     topics_for: Callable[[Settings], Any],
-    start_worker: Callable[[Settings], WorkerProcess],
+    tmp_path: Path,
 ) -> None:
     redis_url = f"redis://127.0.0.1:{free_port()}/0"  # nobody there
     port = free_port()
@@ -46,29 +81,31 @@ async def test_sigterm_stops_a_worker_waiting_for_redis_with_an_outcome_in_hand(
         "occurred_at": "2026-12-05T09:00:00+08:00",
     }
     await produce(settings, [("task_outcomes", "13800138001", outcome)])
-    worker = start_worker(settings)
-    # Joined: the worker's start and Tansu's join (the rebalance timeout) can take longer on
-    # a slow machine than the fixed 11 s this test used to wait.
-    await wait_for_metric(port, "moments_consumer_rebalance_seconds_count", {}, 1, wait_s=90)
-    # Then the outcome is fetched and handed to the outcomes agent (`take_events` waits up
-    # to 1 s for more), which waits for the runtime, so for Redis: nothing shows it, and a
-    # SIGTERM before it would leave no event held. Redis still away.
-    await asyncio.sleep(OUTCOME_IN_HAND_S)
-    assert worker.proc.poll() is None, worker.log()[-2000:]
-    assert http_get(port, "/readyz") == (
-        503,
-        f"fail: connecting to Redis ({redis_url}); moments_dependency_up and the log say why "
-        "it waits\n",
-    )
-    os.killpg(worker.proc.pid, signal.SIGTERM)
-    for _ in range(90):  # 45 s
-        if worker.proc.poll() is not None:
-            break
-        await asyncio.sleep(0.5)
-    assert worker.proc.poll() is not None, (
-        "still running 45 s after SIGTERM:\n" + worker.log()[-3000:]
-    )
-    assert "an agent still held an event after 10 s" in worker.log()
+    worker = marking_worker(settings, tmp_path / "worker")
+    try:
+        # Joined, fetched and handed to the outcomes agent, which waits for the runtime, so
+        # for Redis (still away): a SIGTERM before it would leave no event held. A fixed
+        # 4 s after the join used to stand for it (a fetch, `take_events`' 1 s).
+        await worker.wait_for_log(re.escape(f"{IN_HAND_MARK} 1"), wait_s=90)
+        assert http_get(port, "/readyz") == (
+            503,
+            f"fail: connecting to Redis ({redis_url}); moments_dependency_up and the log say "
+            "why it waits\n",
+        )
+        os.killpg(worker.proc.pid, signal.SIGTERM)
+        for _ in range(90):  # 45 s
+            if worker.proc.poll() is not None:
+                break
+            await asyncio.sleep(0.5)
+        assert worker.proc.poll() is not None, (
+            "still running 45 s after SIGTERM:\n" + worker.log()[-3000:]
+        )
+        assert "an agent still held an event after 10 s" in worker.log()
+    finally:
+        worker.stop()
+
+
+KAFKA = {"dependency": "kafka"}
 
 
 async def waiting_for_kafka(port: int) -> tuple[int, str] | None:
@@ -103,9 +140,11 @@ async def test_a_worker_started_before_its_broker_waits_for_it(
             f"fail: waiting for Kafka at {address} (moments_dependency_up is 0; "
             "check the broker and MOMENTS_KAFKA_BOOTSTRAP)\n",
         ), worker.log()[-2000:]
-        assert await metric_value(port, "moments_dependency_up", {"dependency": "kafka"}) == 0
-        await asyncio.sleep(5)
-        assert worker.proc.poll() is None, worker.log()[-3000:]  # it used to exit 1 at once
+        assert await metric_value(port, "moments_dependency_up", KAFKA) == 0
+        # Tried again and again (back-off from 0.1 s: 0.1, 0.2, 0.4, 0.8, 1.6 s) and still
+        # running: it used to exit 1 at once. A fixed 5 s stood for it.
+        await wait_for_metric(port, "moments_dependency_errors_total", KAFKA, 5, wait_s=60)
+        assert worker.proc.poll() is None, worker.log()[-3000:]
         answer = http_get(port, "/livez")
         assert answer is not None
         assert answer[0] == 200, answer
