@@ -3,7 +3,9 @@ can be frozen, event streams.
 
 `TansuProxy` runs `tansu proxy` (shipped in the same binary as the broker) between
 a worker and the broker on a fixed port, so stopping it cuts every connection the
-worker has and starting it again restores the same address.
+worker has and starting it again restores the same address. The port comes from
+`free_port`, which keeps it reserved for this process: no other process takes it
+before the first start or while the proxy is down.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ Record = tuple[str, str | None, bytes | dict[str, Any] | None]
 
 
 class TansuProxy(TansuBroker):
-    """`tansu proxy` forwarding to `origin` (`host:port`), always on the same port."""
+    """`tansu proxy` forwarding to `origin` (`host:port`), always on the same port: known
+    (`address`) before the first start, and reserved from then on (`free_port`)."""
 
     name: ClassVar[str] = "tansu-proxy"
 

@@ -17,6 +17,7 @@ from moments.embedded import (
     RedisServer,
     TansuBroker,
     _ManagedServer,
+    free_port,
 )
 
 ADMIN_PASSWORD = "admin-pw"
@@ -183,8 +184,9 @@ class TlsTansu:
     """Tansu reachable only through a mutual-TLS listener: `bootstrap` is the TLS port."""
 
     def __init__(self, workdir: Path, server_pem: Path, client_ca: Path) -> None:
-        from moments.embedded import free_port
-
+        # Known before either server starts (the broker advertises it, stunnel listens
+        # on it after), and reserved for this process meanwhile (`free_port`): stunnel,
+        # with SO_REUSEADDR, still binds it.
         self.tls_port = free_port()
         self.broker = AdvertisingTansu(workdir / "tansu", self.tls_port)
         self._front_args = (workdir / "stunnel", server_pem, client_ca)
