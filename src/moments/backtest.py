@@ -62,6 +62,7 @@ from sinks.dispatch import TaskSink
 from sinks.memory import MemoryDeferrals, MemoryLedger, MemorySlots, memory_stores
 from sinks.metrics import Metrics
 from sinks.policy import DispatchPolicy
+from sinks.retry import unretried
 from sinks.stores import SlotKey
 from sinks.withdrawals import (
     WITHDRAWALS_TOPIC,
@@ -439,6 +440,7 @@ class Backtest:
             task_ttl=lambda rule_id, version: self.detector.rules.task_ttl(rule_id, version),
             returns=self.returns,
             withdrawals_topic=WITHDRAWALS_TOPIC,
+            retrying=unretried,  # stores in memory: never away, nothing to wait out
         )
         if isinstance(self.sink, WarmupAwareSink) and report_from is not None:
             self.sink.report_from = report_from

@@ -70,7 +70,7 @@ from sinks.relevance import (
     opted_out,
     opted_out_of,
 )
-from sinks.retry import with_retry
+from sinks.retry import Retrying, with_retry
 from sinks.routes import (
     Candidate,
     Park,
@@ -196,7 +196,13 @@ class TaskSink:
         task_ttl: TaskTtl = no_ttl,
         returns: CooldownReturns | None = None,
         withdrawals_topic: str | None = None,
+        retrying: Retrying | None = None,
     ) -> None:
+        """`retrying`: how the stores are called; by default each call is retried through
+        an outage (`with_retry`, Redis's); stores that cannot be away (the backtest's, in
+        memory) are called directly (`sinks.retry.unretried`)."""
+        self._redis: Retrying = retrying or self._retried
+        """How the sink and its collaborators call the stores."""
         self.producer = producer
         self.topic = topic
         self.stores = stores
@@ -310,7 +316,7 @@ class TaskSink:
         """The policy in force: a decision under way keeps the one it began with."""
         return self._judging.policy
 
-    def _redis(self, call: Callable[[], Awaitable[T]], what: str) -> Awaitable[T]:
+    def _retried(self, call: Callable[[], Awaitable[T]], what: str) -> Awaitable[T]:
         # The retrying coroutine itself, not one awaiting it: a frame less on each of
         # the ~5 store calls a decision makes.
         return with_retry(call, Dependency.REDIS, self.metrics, what)

@@ -1,0 +1,60 @@
+"""The backtest's work outside the rules: what the sink, the state and the loop around the
+engine do per event and per task, counted in calls (no timing: the machine's load does
+not change a count). The decisions are the stream's; only how the backtest reaches its
+in-memory stores differs."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+import sinks.retry
+from moments.backtest import Backtest
+from moments.backtest_input import EventFile
+from rules.catalog import load_rules
+from sinks.memory import MemoryLedger
+
+from .calls import counted_calls
+from .test_backtest import capacity_policy, write_history, write_rules
+
+
+class TestStoreCalls:
+    def test_the_in_memory_stores_are_not_called_through_the_outage_retry(
+        self, tmp_path: Path
+    ) -> None:
+        """`with_retry` backs off from a Redis away and sets `moments_dependency_up` at
+        every call; the backtest's stores live in its own memory and cannot be away: it
+        calls them directly. Only the produce of the tasks goes through it (the sink's
+        `_publish`, the stream's path), so it runs no more often than that."""
+        history = write_history(tmp_path / "h.jsonl", with_roaming=True)
+        bt = Backtest(load_rules(write_rules(tmp_path / "r.yaml")), capacity_policy())
+        result, calls = counted_calls(lambda: asyncio.run(bt.run(EventFile(history))))
+        assert result.published
+        retry_py = sys.modules[sinks.retry.__name__].__file__
+        dispatch_py = sys.modules["sinks.dispatch"].__file__
+        publishes = calls[f"{dispatch_py}:_publish"]
+        assert publishes > 0
+        assert calls[f"{retry_py}:with_retry"] == publishes
+
+    def test_an_error_of_an_in_memory_store_is_raised_at_once(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An OSError is what `with_retry` takes for Redis away and retries for ever; from
+        a store in memory it is a bug, and the backtest stops with it instead of hanging
+        in back-off."""
+
+        async def broken(*_args: object, **_kwargs: object) -> None:
+            raise OSError("a store in memory failed")
+
+        monkeypatch.setattr(MemoryLedger, "claim", broken)
+        history = write_history(tmp_path / "h.jsonl")
+        bt = Backtest(load_rules(write_rules(tmp_path / "r.yaml")), capacity_policy())
+
+        async def within() -> object:
+            return await asyncio.wait_for(bt.run(EventFile(history)), timeout=5)
+
+        with pytest.raises(OSError, match="a store in memory failed"):
+            asyncio.run(within())
