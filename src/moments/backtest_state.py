@@ -19,7 +19,7 @@ again at the next one (the sweep may have changed it)."""
 from __future__ import annotations
 
 import heapq
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 
 from moments.batchresult import StateChange
 from moments.engine import Detector
@@ -45,6 +45,10 @@ class SweepIndex:
 
     def touch(self, key: str) -> None:
         self._touched.add(key)
+
+    def touch_all(self, keys: Iterable[str]) -> None:
+        """`touch` each of `keys`, in one step (a batch's records: `BacktestState.save`)."""
+        self._touched.update(keys)
 
     def due(self, detector: Detector, at: int, records: Mapping[str, SubscriberState]) -> set[str]:
         """The keys a sweep to `at` can change (each then counts as touched: the sweep may
@@ -125,9 +129,8 @@ class BacktestState:
 
     def save(self, changes: Mapping[str, StateChange], generation: int | None = None) -> StateWrite:
         records = self.records
-        touch = self.index.touch
+        self.index.touch_all(changes)
         for sub, change in changes.items():
-            touch(sub)
             if change.state is None:
                 records.pop(sub, None)
                 self._rank.pop(sub, None)

@@ -14,6 +14,9 @@ import pytest
 import sinks.retry
 from moments.backtest import Backtest
 from moments.backtest_input import EventFile
+from moments.backtest_state import BacktestState
+from moments.batchresult import StateChange
+from moments.state import SubscriberState
 from rules.catalog import load_rules
 from sinks.memory import MemoryLedger
 
@@ -58,3 +61,17 @@ class TestStoreCalls:
 
         with pytest.raises(OSError, match="a store in memory failed"):
             asyncio.run(within())
+
+
+class TestStateSave:
+    def test_a_batch_s_records_are_noted_for_the_sweep_at_once(self) -> None:
+        """`save` notes every record a batch wrote for the sweep's index in one step, not
+        with a call per record: a backtest of 300k events saves a record ~300k times.
+        Each record is noted all the same (the next sweep looks at it)."""
+        store = BacktestState()
+        changes = {f"1390000{n:04d}": StateChange(SubscriberState(), 0) for n in range(200)}
+        changes["13900009999"] = StateChange(None, 0)  # a forgotten one is noted too
+        _, calls = counted_calls(lambda: store.save(changes))
+        assert calls.total() < 20
+        assert len(store.records) == 200
+        assert store.index._touched == set(changes)
