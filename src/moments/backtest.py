@@ -43,7 +43,7 @@ from moments.batchresult import (
     made_after,
     take_over_cooldowns,
 )
-from moments.engine import Detector
+from moments.engine import Detector, StateLoader
 from moments.eventclock import SWEEP_BUCKET_S
 from moments.exceptions import ConfigError
 from moments.models import EventType, InputEvent, ServiceTask
@@ -644,10 +644,9 @@ class Backtest:
         started = time.perf_counter()
         taken, ragged = ragged_refused(records, self.blanks)
         # As the stream: the erasures of subscribers with no record, then the batch.
-        erased = await self.sink.subscribers.erasures(
-            self.detector.unrecorded(taken, self.state.has)
-        )
-        result = self.detector.process(taken, self.state.load, None, erased)
+        load, has = self._readers()
+        erased = await self.sink.subscribers.erasures(self.detector.unrecorded(taken, has))
+        result = self.detector.process(taken, load, None, erased)
         result.dead_letters = in_file_order(records, result.dead_letters, ragged)
         self.result.spent["engine"] += time.perf_counter() - started
         await self._dispatch(result)
@@ -656,6 +655,16 @@ class Backtest:
             self.origins.clear()
         if result.watermarks:
             await self._advance(max(result.watermarks.values()))
+
+    def _readers(self) -> tuple[StateLoader, Callable[[str], bool]]:
+        """How the engine reads the records (`load`) and asks whether one is there (`has`):
+        a `BacktestState`'s dict's own methods (a call an event, not two: the store's
+        method and the dict's), else the store's."""
+        state = self.state
+        if isinstance(state, BacktestState):
+            records = state.records
+            return records.get, records.__contains__
+        return state.load, state.has
 
     async def _sweep_through(self, at: float) -> None:
         """The sweeps that begin each hour after the last one swept, up to the hour of
@@ -817,7 +826,7 @@ class Backtest:
             RawRecord(RETURNS_TOPIC, 0, offset + n, r.key, r.to_bytes())
             for n, r in enumerate(taken)
         ]
-        result = self.detector.process(records, self.state.load, None)
+        result = self.detector.process(records, self._readers()[0], None)
         self.state.save(result.changes)
         record_batch(self.metrics, result)
         self.result.spent["state"] += time.perf_counter() - started

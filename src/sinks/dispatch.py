@@ -203,6 +203,10 @@ class TaskSink:
         memory) are called directly (`sinks.retry.unretried`)."""
         self._redis: Retrying = retrying or self._retried
         """How the sink and its collaborators call the stores."""
+        self._read_together = retrying is None
+        """Whether a decision's two reads (declines, facts) are awaited together: Redis
+        answers each over the network; stores called directly answer at once, and
+        `asyncio.gather` only made two tasks and a turn of the loop a decision."""
         self.producer = producer
         self.topic = topic
         self.stores = stores
@@ -999,9 +1003,9 @@ class TaskSink:
                 return []
             return await self._redis(lambda: self.facts.get_many(subscribers), "reading facts")
 
-        if pairs and subscribers:
+        if pairs and subscribers and self._read_together:
             flags, got = await asyncio.gather(declines(), facts_of())
-        else:  # one read or none: no tasks to schedule (most of a backtest's decisions)
+        else:  # one read or none, or stores in memory: no tasks to schedule
             flags, got = await declines(), await facts_of()
         declined = {pair for pair, flag in zip(pairs, flags, strict=True) if flag}
         return declined, dict(zip(subscribers, got, strict=True)), await self._reached(live)

@@ -19,6 +19,7 @@ from moments.batchresult import StateChange
 from moments.state import SubscriberState
 from rules.catalog import load_rules
 from sinks.memory import MemoryLedger
+from sinks.policy import DispatchPolicy
 
 from .calls import counted_calls
 from .test_backtest import capacity_policy, write_history, write_rules
@@ -75,3 +76,39 @@ class TestStateSave:
         assert calls.total() < 20
         assert len(store.records) == 200
         assert store.index._touched == set(changes)
+
+
+class TestStateReads:
+    def test_the_engine_reads_the_records_from_their_dict(self, tmp_path: Path) -> None:
+        """The engine asks for a subscriber's record once an event and whether it has one
+        once a batch's subscriber: it is handed the records' dict's own methods, not the
+        store's wrappers of them (two calls where one does)."""
+        history = write_history(tmp_path / "h.jsonl", with_roaming=True)
+        bt = Backtest(load_rules(write_rules(tmp_path / "r.yaml")), capacity_policy())
+        result, calls = counted_calls(lambda: asyncio.run(bt.run(EventFile(history))))
+        state_py = sys.modules[BacktestState.__module__].__file__
+        assert result.events > 0
+        assert calls["dict.get"] > result.events
+        assert calls[f"{state_py}:load"] == 0
+        assert calls[f"{state_py}:has"] == 0
+
+
+class TestDecisionReads:
+    def test_a_decision_reads_the_stores_in_memory_one_after_the_other(
+        self, tmp_path: Path
+    ) -> None:
+        """A decision reads the declines and the facts together from Redis (two round
+        trips at once); from the backtest's stores in memory, which answer at once, it
+        reads them in turn: no `asyncio.gather`, whose two tasks and turn of the event loop
+        were most of the asyncio work of a backtest. The same tasks go out."""
+        history = write_history(tmp_path / "h.jsonl", with_roaming=True)
+        policy = DispatchPolicy.model_validate(  # facts read at each decision
+            {"relevance": {"big_topup": "topped_up"}, "merge": {"hold_channels": []}}
+        )
+        bt = Backtest(load_rules(write_rules(tmp_path / "r.yaml")), policy)
+        result, calls = counted_calls(lambda: asyncio.run(bt.run(EventFile(history))))
+        dispatch_py = sys.modules["sinks.dispatch"].__file__
+        assert result.published
+        assert calls[f"{dispatch_py}:facts_of"] > 0
+        assert calls[f"{dispatch_py}:declines"] > 0
+        assert calls[f"{asyncio.tasks.__file__}:gather"] == 0
