@@ -18,6 +18,7 @@ from moments.backtest_state import BacktestState
 from moments.batchresult import StateChange
 from moments.state import SubscriberState
 from rules.catalog import load_rules
+from sinks.base import acknowledged, acknowledged_each
 from sinks.memory import MemoryLedger
 from sinks.policy import DispatchPolicy
 
@@ -112,3 +113,39 @@ class TestDecisionReads:
         assert calls[f"{dispatch_py}:facts_of"] > 0
         assert calls[f"{dispatch_py}:declines"] > 0
         assert calls[f"{asyncio.tasks.__file__}:gather"] == 0
+
+
+class TestPublishes:
+    def test_a_publish_answered_at_once_waits_for_nothing(self, tmp_path: Path) -> None:
+        """The backtest's producer answers each write as it takes it: the sink's produce
+        (the stream's `produce_all`) finds every acknowledgement in and awaits no
+        `asyncio.wait`, whose timer and turns of the event loop cost more than the write."""
+        history = write_history(tmp_path / "h.jsonl", with_roaming=True)
+        bt = Backtest(load_rules(write_rules(tmp_path / "r.yaml")), capacity_policy())
+        result, calls = counted_calls(lambda: asyncio.run(bt.run(EventFile(history))))
+        assert result.published
+        assert calls[f"{sys.modules['sinks.base'].__file__}:produce_all"] > 0
+        assert calls[f"{asyncio.tasks.__file__}:wait"] == 0
+
+    def test_answers_in_already_are_given_in_order_with_their_errors(self) -> None:
+        """`acknowledged_each` of futures already done: each one's answer or its error, in
+        order, as after a wait; `acknowledged` raises the first error."""
+
+        async def answers() -> tuple[list[object], BaseException | None]:
+            loop = asyncio.get_running_loop()
+            done: list[asyncio.Future[object]] = [loop.create_future() for _ in range(3)]
+            done[0].set_result("first")
+            done[1].set_exception(OSError("refused"))
+            done[2].set_result("third")
+            each = await acknowledged_each(object(), done, {"t"}, deadline_s=1)
+            try:
+                await acknowledged(object(), done, {"t"}, deadline_s=1)
+            except OSError as exc:
+                return each, exc
+            return each, None
+
+        each, raised = asyncio.run(answers())
+        assert each[0] == "first"
+        assert isinstance(each[1], OSError)
+        assert each[2] == "third"
+        assert raised is each[1]
