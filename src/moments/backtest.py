@@ -514,9 +514,10 @@ class Backtest:
         out = self.result
         batch: list[RawRecord] = []
         batch_start = 0.0
+        full_at = batch_size = self.batch_size
         offsets = self.offsets
         topics = {t: t.value for t in EventType}
-        tick_s, batch_size = self.tick_s, self.batch_size
+        tick_s = self.tick_s
         live_from = out.live_from
         origins = self.origins
         for at, event_type, key, value, blank, line, source in events:
@@ -539,12 +540,14 @@ class Backtest:
                     await self._step(batch)
                     batch = []
                 await self._sweep_through(at)
+            # `full_at`: the count of events read at which the batch holds `batch_size`
+            # (a count, not a len() of the batch at every event).
             if not batch:
-                batch_start = at
-            elif len(batch) >= batch_size or at - batch_start >= tick_s:
+                batch_start, full_at = at, out.events + batch_size
+            elif out.events >= full_at or at - batch_start >= tick_s:
                 await self._step(batch)
                 batch = []
-                batch_start = at
+                batch_start, full_at = at, out.events + batch_size
                 if progress is not None:
                     progress(out.events)
             topic = topics[event_type]
@@ -742,8 +745,12 @@ class Backtest:
             )
             gone = profile_changes((), result.forgotten, result.erased_at, self.clock())
             await self.sink.withdrawals.withdraw(gone)
-        facts = sorted(result.facts, key=_occurred)
-        times = [fact.occurred_at.timestamp() for fact in facts]  # once each, not per look
+        # Each fact's time read once (not again by a sort key), and the facts in its order
+        # (a stable sort, as by time).
+        stamps = [fact.occurred_at.timestamp() for fact in result.facts]
+        order = sorted(range(len(stamps)), key=stamps.__getitem__)
+        facts = [result.facts[n] for n in order]
+        times = [stamps[n] for n in order]
         changes = changes_by_fact(facts)  # the batch's, as the stream's: at its end
         done = 0
         if self._warming and self.dispatch_from is not None:
@@ -790,11 +797,12 @@ class Backtest:
         did in a week of `moments simulate`), so recording several at once would date them
         otherwise. Each fact's `changes` (`changes_by_fact`: the batch's, so an opt-out
         the batch opts in again withdraws nothing, as in the stream) withdraw after it."""
-        i = start
-        while i < len(facts) and (at := times[i]) <= until:
+        i, end = start, len(facts)
+        record = self.sink.subscribers.record_facts
+        while i < end and (at := times[i]) <= until:
             await self._advance(at)
-            await self.sink.subscribers.record_facts(facts[i : i + 1])
-            if made := changes.get(i):  # as the stream, after the fact
+            await record(facts[i : i + 1])
+            if changes and (made := changes.get(i)):  # as the stream, after the fact
                 await self.sink.withdrawals.withdraw(made)
             i += 1
         return i
@@ -857,10 +865,6 @@ class Backtest:
         last = math.ceil(until / SWEEP_BUCKET_S) - 1  # marks < until
         await self._sweep_hours(first, last, told)
         await self._advance(until, before=True)
-
-
-def _occurred(event: InputEvent) -> float:
-    return event.occurred_at.timestamp()
 
 
 def run_backtest(

@@ -6,9 +6,12 @@ in-memory stores differs."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
+import orjson
 import pytest
 
 import sinks.retry
@@ -16,6 +19,8 @@ from moments.backtest import Backtest
 from moments.backtest_input import EventFile
 from moments.backtest_state import BacktestState
 from moments.batchresult import StateChange
+from moments.models import InputEvent
+from moments.records import RawRecord
 from moments.state import SubscriberState
 from rules.catalog import load_rules
 from sinks.base import acknowledged, acknowledged_each
@@ -149,3 +154,59 @@ class TestPublishes:
         assert isinstance(each[1], OSError)
         assert each[2] == "third"
         assert raised is each[1]
+
+
+def _topups(path: Path, seconds: list[int]) -> Path:
+    """Top-ups of one subscriber, in this order, at these seconds after 10:00."""
+    start = dt.datetime(2026, 11, 10, 10, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    docs = [
+        {
+            "type": "topup",
+            "event_id": f"t{n}",
+            "subscriber_id": "13900000001",
+            "occurred_at": (start + dt.timedelta(seconds=s)).isoformat(),
+            "amount": 10,
+            "channel": "app",
+        }
+        for n, s in enumerate(seconds)
+    ]
+    path.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in docs))
+    return path
+
+
+class TestLoop:
+    def test_a_batch_holds_batch_size_events_at_most(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Events within one tick go to the engine `batch_size` at a time, in their order,
+        the last batch what is left (counted as they are read, not measured each time)."""
+        history = _topups(tmp_path / "h.jsonl", [0, 1, 2, 3, 4, 5, 6])
+        bt = Backtest(load_rules(write_rules(tmp_path / "r.yaml")), batch_size=3)
+        sizes: list[int] = []
+        step = bt._step
+
+        async def recording(records: list[RawRecord]) -> None:
+            sizes.append(len(records))
+            await step(records)
+
+        monkeypatch.setattr(bt, "_step", recording)
+        asyncio.run(bt.run(EventFile(history)))
+        assert sizes == [3, 3, 1]
+
+    def test_a_batch_s_facts_are_recorded_one_by_one_in_time_order(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The facts of a batch are recorded each at its own time, earliest first; two of
+        the same time in the order they were read."""
+        history = _topups(tmp_path / "h.jsonl", [30, 10, 10, 20])
+        bt = Backtest(load_rules(write_rules(tmp_path / "r.yaml")))
+        recorded: list[list[str]] = []
+        record = bt.sink.subscribers.record_facts
+
+        async def recording(events: Sequence[InputEvent]) -> None:
+            recorded.append([e.event_id for e in events])
+            await record(events)
+
+        monkeypatch.setattr(bt.sink.subscribers, "record_facts", recording)
+        asyncio.run(bt.run(EventFile(history)))
+        assert recorded == [["t1"], ["t2"], ["t3"], ["t0"]]
