@@ -24,6 +24,7 @@ from moments.decoding import problem
 from moments.exceptions import ConfigError
 from moments.models import TASK_ID_PATTERN, OutcomeStatus, TaskOutcome
 from moments.pii import mask_msisdn
+from moments.producer import stop_within
 from moments.redisurl import redacted_url
 from moments.settings import Settings
 from rules.durations import echoed
@@ -236,19 +237,23 @@ async def check_subscriber(settings: Settings, task_id: str, given: str) -> str 
 
 
 async def write_outcome(settings: Settings, outcome: TaskOutcome) -> None:
-    """Produce the outcome keyed by subscriber and wait for the broker's ack."""
+    """Produce the outcome keyed by subscriber and wait for the broker's ack. The
+    producer's stop is bounded (`stop_within`): stopped (Ctrl-C) while the broker did not
+    answer, the command waited out the batch's expiry (about 40 s) with no word."""
+    topic = settings.topic("task_outcomes")
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap_servers, acks="all", **kafka_client_kwargs(settings)
     )
     await producer.start()
     try:
         await producer.send_and_wait(
-            settings.topic("task_outcomes"),
+            topic,
             value=outcome.model_dump_json(exclude_none=True).encode(),
             key=outcome.subscriber_id.encode(),
         )
     finally:
-        await producer.stop()
+        unsent = f"task {outcome.task_id}'s {outcome.status.value} outcome to {topic}"
+        await stop_within(producer, unsent=unsent)
 
 
 async def ack_task(

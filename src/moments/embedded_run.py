@@ -39,6 +39,7 @@ from moments.exceptions import ConfigError
 from moments.livefrom import parse_live_from, warming_up
 from moments.metrics_server import scrape
 from moments.models import EventType
+from moments.producer import stop_within
 from moments.runlog import ReloadFollower, shown
 from moments.sample import sample_stream
 from moments.settings import Settings, load_settings
@@ -460,7 +461,10 @@ async def _play_sample(
             )
             console.print(f"[dim]sample: {record.event_type.value:<9} {record.note}[/]")
     finally:
-        await producer.stop()
+        # Bounded, as `_close_loop` bounds a cancelled task's wait (Ctrl-C, SIGTERM): a
+        # stop meeting a write the broker did not answer waited out the batch's expiry
+        # (40 s) with no word.
+        await stop_within(producer, STOP_S, unsent="the sample's last event")
     console.print("[dim]sample stream played; the tasks print as they are published[/]\n")
 
 

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 
 from moments.connections import kafka_client_kwargs
 from moments.metrics_server import scrape_samples
+from moments.producer import stop_within
 from moments.sample import daytime_zone
 from moments.settings import Settings
 
@@ -111,5 +112,7 @@ async def offer(
             await asyncio.sleep(max(0.0, sleep))
         await producer.flush()
     finally:
-        await producer.stop()
+        # Bounded: stopped (Ctrl-C) while the broker did not answer, it waited out the
+        # batches' expiry (40 s) with no word.
+        await stop_within(producer, unsent="the load's last events")
     return tasks

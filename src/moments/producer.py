@@ -164,17 +164,33 @@ STOP_S = 10.0
 """Longest a one-off command waits for its producer to stop (`stop_within`)."""
 
 
-async def stop_within(producer: AIOKafkaProducer, seconds: float | None = None) -> bool:
+LEFT_UNSENT = "what it had not had acknowledged yet"
+"""What `stop_within` says its producer was left with, when its caller says nothing more."""
+
+
+async def stop_within(
+    producer: AIOKafkaProducer, seconds: float | None = None, unsent: str = LEFT_UNSENT
+) -> bool:
     """Stop `producer`, waiting at most `seconds`; False when it did not stop in time. A
     write not acknowledged in time (`sinks.base.acknowledged`) is still retried by the
     producer, and its stop waits for it: without end, an idempotent producer's (aiokafka
-    never expires such a batch while its partition has a leader), so a command that
-    reported the failure would hang on its way out. `seconds` None: `STOP_S`."""
+    never expires such a batch while its partition has a leader), a plain producer's
+    until the batch expires (`request_timeout_ms`, 40 s, counted from when it was made,
+    and a request sent to a broker that does not answer waits as long again), so a
+    command that reported the failure, or was stopped (Ctrl-C) while it waited, hung on
+    its way out with no word. `unsent`: what the producer held then, in the caller's
+    words, for the warning that says it was left behind (may or may not be written).
+    `seconds` None: `STOP_S`."""
     if seconds is None:
         seconds = STOP_S
     try:
         await asyncio.wait_for(producer.stop(), seconds)
     except TimeoutError:
-        log.warning("the Kafka producer did not stop within %g s; left behind", seconds)
+        log.warning(
+            "the Kafka producer did not stop within %g s: left behind with %s, which the "
+            "broker has not acknowledged (it may or may not be written)",
+            seconds,
+            unsent,
+        )
         return False
     return True

@@ -66,3 +66,64 @@ async def test_a_seed_whose_producer_will_not_stop_returns(
     )
     assert count == 1
     assert stuck.stop_called
+
+
+class _StuckAfterSends(_StuckProducer):
+    """aiokafka's producer as `moments bench`'s load and `moments run`'s sample use it:
+    every record taken, the stop stuck."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        self.sent = 0
+
+    async def start(self) -> None:
+        return None
+
+    async def send(self, *args: Any, **kwargs: Any) -> None:
+        self.sent += 1
+
+    async def send_and_wait(self, *args: Any, **kwargs: Any) -> None:
+        self.sent += 1
+
+    async def flush(self) -> None:
+        return None
+
+
+@pytest.fixture
+def stuck(monkeypatch: pytest.MonkeyPatch) -> _StuckAfterSends:
+    """The producer the commands make, a stuck one (`_StuckAfterSends`); their bound short."""
+    made = _StuckAfterSends()
+    monkeypatch.setattr("moments.latency.AIOKafkaProducer", lambda *a, **k: made)
+    monkeypatch.setattr("moments.embedded_run.AIOKafkaProducer", lambda *a, **k: made)
+    monkeypatch.setattr(producer_module, "STOP_S", 0.05)
+    monkeypatch.setattr("moments.embedded_run.STOP_S", 0.05)
+    return made
+
+
+@pytest.mark.timeout(20)
+async def test_the_bench_load_whose_producer_will_not_stop_returns_and_says_so(
+    stuck: _StuckAfterSends, caplog: pytest.LogCaptureFixture
+) -> None:
+    from moments.latency import offer
+
+    with caplog.at_level(logging.WARNING, logger="moments.producer"):
+        await asyncio.wait_for(offer(Settings(), 100, 0.05), 10)
+    assert stuck.sent
+    assert stuck.stop_called
+    assert "left behind with the load's last events" in caplog.text
+
+
+@pytest.mark.timeout(20)
+async def test_the_run_sample_whose_producer_will_not_stop_returns_and_says_so(
+    stuck: _StuckAfterSends, caplog: pytest.LogCaptureFixture
+) -> None:
+    from rich.console import Console
+
+    from moments.embedded_run import _play_sample
+
+    settings = Settings(metrics_port=0)  # no /metrics: the profiles are not waited for
+    with caplog.at_level(logging.WARNING, logger="moments.producer"):
+        await asyncio.wait_for(_play_sample(settings, Console(quiet=True)), 10)
+    assert stuck.sent
+    assert stuck.stop_called
+    assert "left behind with the sample's last event" in caplog.text
