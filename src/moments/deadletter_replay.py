@@ -37,7 +37,7 @@ from moments.refusals import allowed_ahead
 from moments.settings import Settings
 from moments.topiclayout import topic_types as input_topic_types
 from moments.topicread import Progress, TopicReader, topic_consumer
-from sinks.base import Producer, acknowledged_each
+from sinks.base import CHECK_BROKER, Producer, Unanswered, acknowledged_each
 from sinks.relevance import FACTS_TTL_S, FactsStore, erasures
 
 REPLAYED_HEADER = "moments.replayed-from"
@@ -408,7 +408,9 @@ async def _send(
     # Within the delivery deadline: an idempotent producer retries a batch to a topic
     # deleted under it without end, and the replay hung with no word.
     topics = {e.origin_topic for e, _ in pending}
-    acks = await acknowledged_each(producer, [sending for _, sending in pending], topics)
+    acks = await acknowledged_each(
+        producer, [sending for _, sending in pending], topics, unanswered=REPLAY_UNANSWERED
+    )
     sent: list[DeadLetterEntry] = []
     for (entry, _), ack in zip(pending, acks, strict=True):
         if isinstance(ack, BaseException):
@@ -416,6 +418,17 @@ async def _send(
         else:
             sent.append(entry)
     return sent, failure
+
+
+REPLAY_UNANSWERED = Unanswered(
+    then=CHECK_BROKER,
+    gone=(
+        "create it again as the topic it was (its partition count; docs/operations.md, "
+        '"Against a managed Kafka")'
+    ),
+)
+"""What a send not acknowledged in time means to a replay (`_send`), which stops on it
+and is run again: no "tried again as a broker away", as the worker's sinks say."""
 
 
 def replay_timestamp_ms(entry: DeadLetterEntry) -> int | None:

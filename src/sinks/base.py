@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Collection, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 Headers = list[tuple[str, bytes | None]]
@@ -48,6 +49,28 @@ producer's `request_timeout_ms` (40 s), by which a plain producer expires a batc
 with the broker's error, which says more than a timeout."""
 
 
+CHECK_BROKER = (
+    "`moments check` says whether the broker answers; where it does, look at the topic's "
+    "partitions (a leader each, enough in-sync replicas: kafka-topics.sh --describe)"
+)
+"""The fix of a write the broker did not acknowledge in time, whoever wrote it."""
+
+
+@dataclass(frozen=True)
+class Unanswered:
+    """What the error of a write not acknowledged in time (`_unacknowledged`) tells its
+    caller's reader after what happened: `then`, of a broker that did not answer; `gone`,
+    of a topic it no longer has (empty: the caller says its fix itself)."""
+
+    then: str
+    gone: str = ""
+
+
+RETRIED = Unanswered(then=f"tried again as a broker away; {CHECK_BROKER}")
+"""The words of a writer that retries the write (`sinks.retry.with_retry`: the worker's
+sinks, `moments simulate`), which holds a missing topic with its own fix."""
+
+
 async def produce_all(
     producer: Producer, messages: Sequence[Message], deadline_s: float | None = None
 ) -> None:
@@ -66,6 +89,7 @@ async def acknowledged(
     topics: Collection[str],
     deadline_s: float | None = None,
     return_exceptions: bool = False,
+    unanswered: Unanswered = RETRIED,
 ) -> list[Any]:
     """The acknowledgements of a write to `topics`, in order, as `asyncio.gather` gives
     them, but within `deadline_s`. Those still awaited then are cancelled (aiokafka
@@ -73,8 +97,9 @@ async def acknowledged(
     UnknownTopicOrPartitionError when the broker, asked afresh, no longer has one of
     `topics` (a topic deleted: `sinks.retry` counts it towards a missing topic), else
     with KafkaTimeoutError (a broker away or failing: retried as one). Cancelled, it
-    cancels them all, as gather did. `deadline_s` None: `DELIVERY_TIMEOUT_S`."""
-    answers, late = await _within(producer, futures, topics, deadline_s)
+    cancels them all, as gather did. `deadline_s` None: `DELIVERY_TIMEOUT_S`.
+    `unanswered`: what that error says for the caller, after what happened."""
+    answers, late = await _within(producer, futures, topics, deadline_s, unanswered)
     if late is not None:
         raise late
     if not return_exceptions:
@@ -89,15 +114,16 @@ async def acknowledged_each(
     futures: Sequence[Awaitable[Any]],
     topics: Collection[str],
     deadline_s: float | None = None,
+    unanswered: Unanswered = RETRIED,
 ) -> list[Any]:
     """Each acknowledgement of a write to `topics`, in order: its answer or its error, as
     `asyncio.gather(..., return_exceptions=True)` gives them, but within `deadline_s`
     (None: `DELIVERY_TIMEOUT_S`): those still awaited then are cancelled and answered
     with the error `acknowledged` raises (UnknownTopicOrPartitionError when the broker,
     asked afresh, no longer has one of `topics`, else KafkaTimeoutError), so a caller
-    that keeps what went (a command's replay) knows which did. Cancelled, it cancels them
-    all."""
-    answers, _ = await _within(producer, futures, topics, deadline_s)
+    that keeps what went (a command's replay) knows which did, `unanswered` saying what
+    it means to the caller. Cancelled, it cancels them all."""
+    answers, _ = await _within(producer, futures, topics, deadline_s, unanswered)
     return answers
 
 
@@ -106,6 +132,7 @@ async def _within(
     futures: Sequence[Awaitable[Any]],
     topics: Collection[str],
     deadline_s: float | None,
+    unanswered: Unanswered,
 ) -> tuple[list[Any], Exception | None]:
     """`acknowledged_each`'s answers (each error retrieved: no "never retrieved" line), and
     the error of those still awaited at the deadline, cancelled (None: all came)."""
@@ -128,7 +155,7 @@ async def _within(
     if pending:
         for future in pending:
             future.cancel()
-        late = await _unacknowledged(producer, topics, len(pending), deadline_s)
+        late = await _unacknowledged(producer, topics, len(pending), deadline_s, unanswered)
     return [late if f in pending else (f.exception() or f.result()) for f in waited], late
 
 
@@ -159,22 +186,32 @@ async def gone_topics(producer: object, topics: Collection[str], wait_s: float) 
 
 
 async def _unacknowledged(
-    producer: object, topics: Collection[str], waiting: int, deadline_s: float
+    producer: object,
+    topics: Collection[str],
+    waiting: int,
+    deadline_s: float,
+    unanswered: Unanswered = RETRIED,
 ) -> Exception:
-    """The error of a write with `waiting` acknowledgements still awaited at its deadline."""
+    """The error of a write with `waiting` acknowledgements still awaited at its deadline:
+    what happened, then what it means to the caller and its fix (`unanswered`). It said
+    "taken as the broker away" to every caller, which read oddly where nothing was
+    retried (the dead-letter replay stops on it)."""
     from aiokafka.errors import KafkaTimeoutError, UnknownTopicOrPartitionError
 
     said = f"{waiting} write(s) to {', '.join(sorted(topics))} not acknowledged in {deadline_s:g} s"
     gone = await gone_topics(producer, topics, deadline_s)
     error: Exception
     if gone:
+        fix = f": {unanswered.gone}" if unanswered.gone else ""
         error = UnknownTopicOrPartitionError(
-            f"{said}, and the broker no longer has {', '.join(gone)} (deleted?)"
+            f"{said}, and the broker no longer has {', '.join(gone)} (deleted?){fix}"
         )
     else:
         error = KafkaTimeoutError(
-            f"{said}: the producer retries them without end (an idempotent producer does "
-            "not expire a batch while its partition has a leader); taken as the broker away"
+            f"{said}: the broker did not answer them in time (it is away, or answers them "
+            "with an error the producer retries: a partition without a leader, too few "
+            "in-sync replicas; an idempotent producer retries such a write without end); "
+            f"{unanswered.then}"
         )
     return error
 
