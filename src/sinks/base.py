@@ -66,6 +66,26 @@ class Unanswered:
     gone: str = ""
 
 
+ASK_AFRESH_S = 5.0
+"""Longest the broker's metadata is waited for when it is asked whether a topic is still
+there (`gone_topics`, from `_unacknowledged` and `sinks.retry.with_retry`): a broker that
+answers does so in milliseconds. One that does not (frozen, its network cut) holds the
+ask for aiokafka's request timeout, 40 s a node."""
+
+ASKED_AFRESH = (
+    "moments: the broker was asked afresh as the write's deadline passed, and did not say "
+    "a topic of it was gone (or did not answer)"
+)
+"""The note (`add_note`) on `_unacknowledged`'s KafkaTimeoutError: `sinks.retry` asks
+nothing more of the broker for it (`asked_afresh`)."""
+
+
+def asked_afresh(exc: BaseException) -> bool:
+    """Whether `exc` is a write not acknowledged in time whose topics the broker was asked
+    about as it failed, none of them found gone (`ASKED_AFRESH`)."""
+    return ASKED_AFRESH in getattr(exc, "__notes__", ())
+
+
 RETRIED = Unanswered(then=f"tried again as a broker away; {CHECK_BROKER}")
 """The words of a writer that retries the write (`sinks.retry.with_retry`: the worker's
 sinks, `moments simulate`), which holds a missing topic with its own fix."""
@@ -199,7 +219,9 @@ async def _unacknowledged(
     from aiokafka.errors import KafkaTimeoutError, UnknownTopicOrPartitionError
 
     said = f"{waiting} write(s) to {', '.join(sorted(topics))} not acknowledged in {deadline_s:g} s"
-    gone = await gone_topics(producer, topics, deadline_s)
+    # Within ASK_AFRESH_S, not the write's deadline: a broker that does not answer held
+    # the ask for aiokafka's request timeout (40 s a node), added to each try's 120 s.
+    gone = await gone_topics(producer, topics, ASK_AFRESH_S)
     error: Exception
     if gone:
         fix = f": {unanswered.gone}" if unanswered.gone else ""
@@ -213,6 +235,7 @@ async def _unacknowledged(
             "in-sync replicas; an idempotent producer retries such a write without end); "
             f"{unanswered.then}"
         )
+        error.add_note(ASKED_AFRESH)
     return error
 
 

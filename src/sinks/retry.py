@@ -24,7 +24,7 @@ from typing import Protocol, TypeVar
 
 from moments.exceptions import RedisClusterError
 from moments.logthrottle import RepeatThrottle
-from sinks.base import gone_topics
+from sinks.base import ASK_AFRESH_S, asked_afresh, gone_topics
 from sinks.kafkacodes import described
 from sinks.metrics import Dependency, Metrics
 
@@ -338,17 +338,13 @@ def unknown_topic(exc: BaseException) -> bool:
     return isinstance(exc, BrokerResponseError) and exc.errno in (3, 100)
 
 
-ASK_AFRESH_S = 5.0
-"""Longest `with_retry` waits for the broker's metadata when it asks whether a topic is
-still there (`maybe_gone`): a broker that answers does so in milliseconds."""
-
-
 def maybe_gone(exc: BaseException) -> bool:
     """Whether `exc`, from a write, may be a broker answering for a topic deleted under the
     producer rather than a broker away: UNKNOWN_TOPIC_OR_PARTITION itself, or what a plain
     producer's in-flight batch fails with once the topic is gone (NOT_LEADER_OR_FOLLOWER,
     LEADER_NOT_AVAILABLE, REQUEST_TIMED_OUT: the broker no longer leads the partition) and
-    a write not acknowledged in time (KafkaTimeoutError: `sinks.base.acknowledged`)."""
+    a KafkaTimeoutError (aiokafka's wait for a topic's metadata; a write not acknowledged
+    in time, `sinks.base.acknowledged`, whose own ask `with_retry` does not repeat)."""
     from aiokafka.errors import BrokerResponseError, KafkaTimeoutError
 
     if unknown_topic(exc) or isinstance(exc, KafkaTimeoutError):
@@ -512,6 +508,8 @@ async def _unknown_count(
     """The answers of `topic` unknown in a row, `exc` counted (`with_retry`, `producer`)."""
     if topic is None:
         return 0
+    if asked_afresh(exc):  # as the write failed (`sinks.base._unacknowledged`): none gone
+        return 0  # (or no answer, which a second ask would wait for once more)
     asked = producer is not None and maybe_gone(exc) and (needed or not unknown_topic(exc))
     if asked and await gone_topics(producer, (topic,), ASK_AFRESH_S):
         return max(unknown + 1, MISSING_TOPIC_ATTEMPTS) if needed else unknown + 1
