@@ -37,8 +37,9 @@ from moments.refusals import allowed_ahead
 from moments.settings import Settings
 from moments.topiclayout import topic_types as input_topic_types
 from moments.topicread import Progress, TopicReader, topic_consumer
-from sinks.base import CHECK_BROKER, Producer, Unanswered, acknowledged_each
+from sinks.base import Producer, Unanswered, acknowledged_each
 from sinks.relevance import FACTS_TTL_S, FactsStore, erasures
+from sinks.writewaits import CHECK_BROKER
 
 REPLAYED_HEADER = "moments.replayed-from"
 """On a replayed record: `<dead-letter topic>:<partition>:<offset>` it came from."""

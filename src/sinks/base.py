@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from sinks.writewaits import CHECK_BROKER, SLOW_ACK_S, WRITE_WAITS, say_still_waiting
+
 Headers = list[tuple[str, bytes | None]]
 """Kafka record headers: a header's value may be null. A list, as aiokafka takes them:
 given a tuple its size check raises `TypeError: Expected list, got tuple`, and the
@@ -47,13 +49,6 @@ while the producer's metadata still names a leader, too few in-sync replicas) hu
 no error at all: no `moments_topic_missing`, no `moments_dependency_up` 0. Above the
 producer's `request_timeout_ms` (40 s), by which a plain producer expires a batch itself
 with the broker's error, which says more than a timeout."""
-
-
-CHECK_BROKER = (
-    "`moments check` says whether the broker answers; where it does, look at the topic's "
-    "partitions (a leader each, enough in-sync replicas: kafka-topics.sh --describe)"
-)
-"""The fix of a write the broker did not acknowledge in time, whoever wrote it."""
 
 
 @dataclass(frozen=True)
@@ -165,12 +160,19 @@ async def _within(
         return [f.exception() or f.result() for f in waited], None
     if deadline_s is None:
         deadline_s = DELIVERY_TIMEOUT_S
+    waiting = WRITE_WAITS.begin()  # moments_kafka_write_wait_seconds
     try:
-        _, pending = await asyncio.wait(waited, timeout=deadline_s)
+        slow_s = min(SLOW_ACK_S, deadline_s)
+        _, pending = await asyncio.wait(waited, timeout=slow_s)
+        if pending and deadline_s > slow_s:  # said now, not only at the deadline
+            say_still_waiting(topics, len(pending), slow_s, deadline_s)
+            _, pending = await asyncio.wait(waited, timeout=deadline_s - slow_s)
     except asyncio.CancelledError:
         for future in waited:
             future.cancel()
         raise
+    finally:
+        WRITE_WAITS.end(waiting)
     late: Exception | None = None
     if pending:
         for future in pending:

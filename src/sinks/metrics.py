@@ -21,6 +21,7 @@ from moments.records import (
     OUTCOME_ONLY_REASONS,
     RejectReason,
 )
+from sinks.writewaits import WRITE_WAITS
 
 LATENCY_BUCKETS = (
     *(0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75),
@@ -420,6 +421,15 @@ class Metrics:
             ["topic"],
             registry=r,
         )
+        self.write_wait = Gauge(
+            "moments_kafka_write_wait_seconds",
+            "Seconds the oldest Kafka write still awaiting the broker's acknowledgements has "
+            "waited; 0 when none waits. A write fails at 120 s and is tried again; past 10 s "
+            "the broker does not acknowledge (away, too few in-sync replicas, a partition "
+            "without a leader), and a line of sinks.writewaits says so",
+            registry=r,
+        )
+        self.write_wait.set_function(WRITE_WAITS.oldest_s)  # read at each scrape
         self.state_subscribers = Gauge(
             "moments_state_subscribers",
             "Subscribers whose record the worker holds, by partition (counted at each "
