@@ -229,7 +229,8 @@ async def replay(
                 raise failure
     finally:
         if producer is not None:
-            await stop_within(producer)
+            # Those not acknowledged were not remembered: the next replay sends them again.
+            await stop_within(producer, unsent="the records it was sending back")
         with contextlib.suppress(Exception):
             await redis.aclose()
     return report

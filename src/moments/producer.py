@@ -164,7 +164,7 @@ STOP_S = 10.0
 """Longest a one-off command waits for its producer to stop (`stop_within`)."""
 
 
-LEFT_UNSENT = "what it had not had acknowledged yet"
+LEFT_UNSENT = "the writes it still retried"
 """What `stop_within` says its producer was left with, when its caller says nothing more."""
 
 

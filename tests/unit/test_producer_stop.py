@@ -32,7 +32,10 @@ async def test_stop_within_gives_up_and_says_so(caplog: pytest.LogCaptureFixture
         stopped = await producer_module.stop_within(stuck, 0.05)
     assert stuck.stop_called
     assert stopped is False
-    assert "did not stop within 0.05 s" in caplog.text
+    assert (
+        "did not stop within 0.05 s: left behind with the writes it still retried, which the "
+        "broker has not acknowledged (it may or may not be written)"
+    ) in caplog.text
 
 
 async def test_stop_within_reports_a_producer_that_stopped() -> None:
