@@ -283,14 +283,14 @@ async def write_records(
     """Produce (partition, key, value) to the changelog, in chunks each awaited; returns
     how many were acknowledged."""
     from moments.producer import start_producer, stop_within
-    from sinks.base import produce_to_partitions
+    from sinks.base import STOPPED, produce_to_partitions
 
     producer = await start_producer(settings, without_idempotence=SEED_DUPLICATES)
     written = 0
     try:
         for start in range(0, len(records), WRITE_CHUNK):
             chunk = records[start : start + WRITE_CHUNK]
-            await produce_to_partitions(producer, topic, chunk)
+            await produce_to_partitions(producer, topic, chunk, unanswered=STOPPED)
             written += len(chunk)
             if progress is not None:
                 progress(written)

@@ -85,6 +85,10 @@ RETRIED = Unanswered(then=f"tried again as a broker away; {CHECK_BROKER}")
 """The words of a writer that retries the write (`sinks.retry.with_retry`: the worker's
 sinks, `moments simulate`), which holds a missing topic with its own fix."""
 
+STOPPED = Unanswered(then=CHECK_BROKER)
+"""The words of a command that stops on the failure and retries nothing (`moments state
+seed`): what happened and the check, no "tried again"."""
+
 
 async def produce_all(
     producer: Producer, messages: Sequence[Message], deadline_s: float | None = None
@@ -247,6 +251,7 @@ async def produce_to_partitions(
     records: Sequence[tuple[int, bytes, bytes | None]],
     headers: Sequence[list[tuple[str, bytes]]] | None = None,
     deadline_s: float | None = None,
+    unanswered: Unanswered = RETRIED,
 ) -> dict[int, int]:
     """Send every (partition, key, value) to `topic` and wait for all acknowledgements;
     returns, per partition, the first offset of the last batch written there: every
@@ -259,7 +264,7 @@ async def produce_to_partitions(
     ~17 µs of CPU each against ~2.5 µs appended to a batch (4,000 records of 500 bytes on
     Tansu). Records keep their order within a partition. `headers`, when given, holds
     each record's headers, in the order of `records`. Acknowledged within `deadline_s`,
-    or the write fails (`acknowledged`)."""
+    or the write fails (`acknowledged`, in the words of `unanswered`)."""
     by_partition: dict[int, list[tuple[bytes, bytes | None, list[tuple[str, bytes]]]]] = {}
     none: list[tuple[str, bytes]] = []  # aiokafka's batch wants a list (and keeps none)
     for n, (partition, key, value) in enumerate(records):
@@ -280,7 +285,7 @@ async def produce_to_partitions(
         sent.append(partition)
         futures.append(await _send_closed(producer, batch, topic, partition))
     last: dict[int, int] = {}
-    answers = await acknowledged(producer, futures, (topic,), deadline_s)
+    answers = await acknowledged(producer, futures, (topic,), deadline_s, unanswered=unanswered)
     for partition, written in zip(sent, answers, strict=True):
         if written is not None:  # RecordMetadata: the batch's first offset
             last[partition] = max(last.get(partition, -1), written.offset)

@@ -67,3 +67,28 @@ async def test_the_replays_send_to_a_topic_gone_says_to_create_it() -> None:
         "has telecom.topup (deleted?): create it again as the topic it was (its partition "
         'count; docs/operations.md, "Against a managed Kafka")'
     )
+
+
+@pytest.mark.timeout(15)
+async def test_a_seeds_write_says_what_happened_and_the_check_not_a_retry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`moments state seed` stops on it: no "tried again"."""
+    from moments import producer as producer_module
+    from moments import seed
+
+    stuck = Unacknowledged(stuck=1, there={"app-subscribers-changelog"})
+
+    async def start(settings: Settings, **kwargs: object) -> Unacknowledged:
+        return stuck
+
+    async def stopped(producer: object, *args: object, **kwargs: object) -> bool:
+        return True
+
+    monkeypatch.setattr(producer_module, "start_producer", start)
+    monkeypatch.setattr(producer_module, "stop_within", stopped)
+    with pytest.raises(k.KafkaTimeoutError) as raised:
+        await seed.write_records(Settings(), "app-subscribers-changelog", [(0, b"k", b"{}")])
+    assert str(raised.value).endswith(
+        f"1 write(s) to app-subscribers-changelog {WHAT_HAPPENED}{CHECK}"
+    )
