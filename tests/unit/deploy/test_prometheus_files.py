@@ -44,6 +44,7 @@ ALERTS = {
     "MomentsDependencyDown",
     "MomentsDependencyErrors",
     "MomentsTopicMissing",
+    "MomentsKafkaWritesUnacknowledged",
     "MomentsWorkerDown",
     "MomentsNoWorkerUp",
     "MomentsWorkerStalled",
