@@ -42,7 +42,8 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   country code, a mobile number's 11 digits grouped any other way, 2 digits or more a
   group after a leading `1`, or with dots (`138 00138 001`, `138.0013.8001`; not `15 20
   25 30 35 4`), a landline's `0755 8888 6666` or
-  `(010) 8888 6666`, a US number's `(415) 555-2671` or `415-555-2671` (dashes only:
+  `(010) 8888 6666`, a US number's `(415) 555-2671` or `415-555-2671` (dashes only, an en
+  dash, U+2013, too:
   `512 256 1024` is a row of sizes), an IMEI's `35-209900-176148-1`, 9 digits in three
   groups of 3 (`612 345 678`, a mobile number in Spain or Poland; not three of a row of
   numbers, `128 256 512 1024`, though a number under 3 digits or of 7 or more after it is
@@ -52,7 +53,8 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   code of Spain, Poland, Portugal, Czechia or Slovakia, `34 612 345 678`, a number under 3
   digits or of 7 or more after it too, `34 612 345 678 9`, `34 100 000 000 13000000000`,
   or any code and
-  dashes, `1-800-138-001`, more groups with dashes after it too, `1-800-138-001-002`), and
+  dashes, `1-800-138-001` (en dashes too), more groups with dashes after it too,
+  `1-800-138-001-002`), and
   any groups of 2
   to 6 digits after a `+` and a country code (not starting with 0: `+004 53 49` stays), 7
   digits or more in all: `+44 20 7946 0958`, with dots too, `+86.138.0013.8001`; in a URL
@@ -246,7 +248,8 @@ _NATIONAL_FIXED = (
     rf"{_GROUP_SEPARATOR}?\d{{3}}{_GROUP_SEPARATOR}\d{{4}}"
     # 415-555-2671: a US number with dashes only; with spaces, 3, 3 and 4 digits are as
     # often a row of sizes (`512 256 1024`)
-    r"|[2-9]\d{2}-[2-9]\d{2}-\d{4}"
+    # (an en dash as a hyphen-minus: `415\u2013555\u20132671`)
+    rf"|[2-9]\d{{2}}{_DASH}[2-9]\d{{2}}{_DASH}\d{{4}}"
     rf"|\d{{2}}{_GROUP_SEPARATOR}\d{{6}}{_GROUP_SEPARATOR}\d{{6}}"  # an IMEI, 35-209900-176148-1
     rf"(?:{_GROUP_SEPARATOR}\d{{1,2}})?"
     # 9 digits in three groups of 3 (612 345 678, 800-138-001: a mobile number in Spain,
@@ -267,7 +270,8 @@ _NATIONAL_FIXED = (
 _HEAD_SEPARATOR = rf"(?:{_SPACES}|{_DASH}|%20|\+)"
 _HEAD = (
     rf"(?:0?\d{{3}}{_HEAD_SEPARATOR}\d{{4}}{_GROUP_SEPARATOR}\d{{4}}"
-    rf"|\d{{2}}{_HEAD_SEPARATOR}\d{{6}}{_HEAD_SEPARATOR}\d{{6}}|[2-9]\d{{2}}-[2-9]\d{{2}}-\d{{4}})(?!\d)"
+    rf"|\d{{2}}{_HEAD_SEPARATOR}\d{{6}}{_HEAD_SEPARATOR}\d{{6}}"
+    rf"|[2-9]\d{{2}}{_DASH}[2-9]\d{{2}}{_DASH}\d{{4}})(?!\d)"
 )
 """The start of a mobile, landline, IMEI or US number written in groups (of
 `_NATIONAL_FIXED`'s shapes those that start with a digit and take no look back): no group
@@ -337,7 +341,8 @@ _GROUPED = (
     # and after any code with dashes only (`1-800-138-001`): a row of numbers is written
     # with spaces or commas; any groups after it with dashes are the number's too
     # (`1-800-138-001-002` was read from its `800`, the code's `1` shown apart)
-    r"|\d{1,3}-\d{3}-\d{3}-\d{3}(?:-\d+)*(?!\d)"
+    # (an en dash as a hyphen-minus: `1\u2013800\u2013138\u2013001`)
+    rf"|\d{{1,3}}{_DASH}\d{{3}}{_DASH}\d{{3}}{_DASH}\d{{3}}(?:{_DASH}\d+)*(?!\d)"
     # with dots after a `+` and its country code (`+86.138.0013.8001`, `+1.415.555.2671`),
     # 7 digits or more: a version or an address has no `+`
     r"|\+(?=[1-9](?:\.?\d){6})\d{1,3}(?:\.\d{2,6}){2,4})"

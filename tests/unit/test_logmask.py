@@ -1521,6 +1521,35 @@ class TestOtherSeparators:
         assert mask_text(line) == line
 
 
+class TestEnDashesInEveryDashedShape:
+    """An en dash parts groups as a dash does (the rule above), but a US number's and a
+    number after a code with dashes only were read with a hyphen-minus alone:
+    `415\u2013555\u20132671` and `1\u2013800\u2013138\u2013001` showed whole where
+    `415-555-2671` was masked."""
+
+    @pytest.mark.parametrize(
+        ("line", "expected"),
+        [
+            ("call 415\u2013555\u20132671 failed", "call 415***2671 failed"),
+            ("call 415-555\u20132671", "call 415***2671"),
+            ("msisdn: 415\u2013555\u20132671, 97531", "msisdn: 415***2671, *****"),
+            ("call 1\u2013800\u2013138\u2013001", "call 180***8001"),
+            ("call 1\u2013800\u2013138\u2013001\u2013002", "call 180******1002"),
+        ],
+    )
+    def test_en_dashed_groups_are_masked_as_dashed_ones(
+        self, masking: None, line: str, expected: str
+    ) -> None:
+        assert mask_text(line) == expected
+        assert mask_text(line.replace("\u2013", "-")) == expected.replace("\u2013", "-")
+
+    @pytest.mark.parametrize(
+        "line", ["pages 100\u2013200", "ids 415\u2013155\u20132671", "ids 015\u2013555\u20132671"]
+    )
+    def test_ranges_and_no_us_numbers_stay(self, masking: None, line: str) -> None:
+        assert mask_text(line) == line
+
+
 LINE = 100_000
 """A crafted log line's size: a payload or a list a library logs whole, far beyond any
 ordinary line, the input each shape of the pattern must read in one pass."""
