@@ -38,7 +38,9 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   `{97531: 3, 97532: 4}`, `['1234']`);
 - a number written in groups as people write phone numbers (`138-0013-8001`,
   `+86 138 0013 8001`; its groups apart by one space or two, a non-breaking one too, a
-  dash or an en dash, not a `/`, `_` or comma: 3, 4 and 4 digits after an optional
+  dash or an en dash, not a `/`, `_` or comma (but for 3 or 4, 4 and 4 digits, the same
+  sign between each: `138,0013,8001`, `138_0013_8001`, `0755/8888/6666`, no count's
+  digit groups, `13,800,138,001`, whose groups have 3): 3, 4 and 4 digits after an optional
   country code, a mobile number's 11 digits grouped any other way, 2 digits or more a
   group after a leading `1`, or with dots (`138 00138 001`, `138.0013.8001`; not `15 20
   25 30 35 4`), a landline's `0755 8888 6666` or
@@ -81,7 +83,13 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   string's (letters on it too:
   `+8613800138001abc` reads `+861******8001abc`), and the escape's own are none of
   the number's (`%2213800138001` reads `%22138****8001`). Numbers of 7 digits and more (offsets,
-  byte sizes) are masked too, the price of not knowing which number is personal. A UUID
+  byte sizes) are masked too, the price of not knowing which number is personal: a count
+  or a size with its noun or unit after it as well (`processed 1234567 events` reads
+  `processed ******* events`, `took 1234567 ms` `took ******* ms`), a deliberate choice:
+  the word after a number says nothing of it (`subscriber 13800138001 events dropped`: an id
+  and a count of its events). A count meant to stay readable is written with digit
+  groups (`f"{n:,}"`: `processed 1,234,567 events`, as `sinks.deadletter` writes sizes)
+  or after a name ending in a unit or `_count`. A UUID
   (`f47ac10b-58cc-4372-a567-123456789012`, a letter among its hex digits) stays whole.
 
 The ident of one of the process's threads is left alone there (a stack dump's
@@ -215,7 +223,10 @@ _GROUP_SEPARATOR = rf"(?:(?:{_SPACES}|{_DASH}|%20|\+)(?!{_DATE}|{_TIME}))"
 read `015` as a country code and the date's year as the last of 3, 4 and 4 digits, `+44
 20 7946 0958 10:00:00` the hour as a group. Not a `/` (a path's, a ratio's, a list's of
 ids: `msisdns=97531/97532`), an `_` (a name's), a comma (a list's; an id is a string,
-never written with `f"{n:,}"`)."""
+never written with `f"{n:,}"`, while a count is, to stay readable: `13,800,138,001
+bytes`). A mobile or landline number's 3 or 4, 4 and 4 digits apart by one of those
+three, the same each time, are read by a shape of their own (`_GROUPED`): no thousands
+group has 4 digits, no JSON number starts with 0."""
 _NOT_IN_A_DATE = (
     r"(?!(?<=[-/:,.])(?:(?:(?<=\d:)|(?<=\d{4}[-/]\d\d[-/]))\d\d(?!\d)"
     r"|(?<=\d{4}[-/])\d\d[-/]\d\d(?!\d)|(?<=\d:\d\d[,.])\d{3}(?!\d))"
@@ -345,7 +356,11 @@ _GROUPED = (
     rf"|\d{{1,3}}{_DASH}\d{{3}}{_DASH}\d{{3}}{_DASH}\d{{3}}(?:{_DASH}\d+)*(?!\d)"
     # with dots after a `+` and its country code (`+86.138.0013.8001`, `+1.415.555.2671`),
     # 7 digits or more: a version or an address has no `+`
-    r"|\+(?=[1-9](?:\.?\d){6})\d{1,3}(?:\.\d{2,6}){2,4})"
+    r"|\+(?=[1-9](?:\.?\d){6})\d{1,3}(?:\.\d{2,6}){2,4}"
+    # a mobile or landline number apart by the same comma, `_` or `/` between each group
+    # (`138,0013,8001`, `0755/8888/6666`): no count's digit groups (`13,800,138,001`, a
+    # thousands group has 3 digits), no JSON numbers (none starts with 0)
+    rf"|0?\d{{3}}(?:,\d{{4}},|_\d{{4}}_|/\d{{4}}/)\d{{4}})"
     # ends where its digits do, whatever follows: letters or a fraction on it (`138 0013
     # 8001abc`, `.5`, an extension's `x12`) stay as they are, and it is masked. Refused
     # there, it showed whole, and `+86 10 1300 0000abc` backed off to `+86 10 1300`
@@ -540,7 +555,7 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
         + _UUID
         + r""")
     | (?=[+\d(%])(?:(?<![\w.+%])|(?<=%[0-9A-Fa-f]{2})|(?<=[\w.])(?=\+)
-      |(?P<glued>(?<=[A-Za-z_])(?<!\d[xX])|(?<=[A-Za-z_]\.))(?=[(%]|\d+[- .+%\u00a0\u202f\u2013])
+      |(?P<glued>(?<=[A-Za-z_])(?<!\d[xX])|(?<=[A-Za-z_]\.))(?=[(%]|\d+[- .+%\u00a0\u202f\u2013,_/])
       |(?P<afterdot>(?<=\d\.))(?=\d+[- .+%\u00a0\u202f\u2013]))
       (?P<spaced>"""
         + _GROUPED

@@ -1550,6 +1550,70 @@ class TestEnDashesInEveryDashedShape:
         assert mask_text(line) == line
 
 
+class TestGroupsApartByACommaUnderscoreOrSlash:
+    """A `/`, `_` or comma parts a list's, a path's, a name's numbers and a count written
+    with digit groups (`f"{n:,}"`, the project's own way to keep a count readable), so
+    none is a number's separator in general; but 3 or 4 digits, 4 and 4, the same sign
+    between each, is no count's grouping (a thousands group has 3 digits) and no JSON
+    number (none starts with 0): a mobile or landline number (`138,0013,8001`,
+    `138_0013_8001`, `138/0013/8001` showed whole)."""
+
+    @pytest.mark.parametrize(
+        ("line", "expected"),
+        [
+            ("called 138,0013,8001 at", "called 138****8001 at"),
+            ("called 138_0013_8001 at", "called 138****8001 at"),
+            ("called 138/0013/8001 at", "called 138****8001 at"),
+            ("tel 0755/8888/6666", "tel 075*****6666"),
+            ("row 7,138,0013,8001,3", "row 7,138****8001,3"),
+            ("msisdns: 138/0013/8001, 97531", "msisdns: 138****8001, *****"),
+            ("b'138,0013,8001'", "b'138****8001'"),
+            ("user_138_0013_8001", "user_138****8001"),  # glued to a word, as with spaces
+            ("GET /id138/0013/8001/x", "GET /id138****8001/x"),
+        ],
+    )
+    def test_a_mobile_or_landline_shape_so_separated_is_masked(
+        self, masking: None, line: str, expected: str
+    ) -> None:
+        assert mask_text(line) == expected
+
+    @pytest.mark.parametrize(
+        "line",
+        [
+            "processed 13,800,138,001 events",  # a count with digit groups stays readable
+            "limit 13_800_138_001",
+            '{"buckets":[100,250,500,1000]}',
+            "on 2026/12/07 at /data/138/0013",
+            "ratio 1380/0013",
+            "ids 138,0013/8001",  # another sign each: a list's or a path's
+        ],
+    )
+    def test_counts_lists_dates_and_paths_stay(self, masking: None, line: str) -> None:
+        assert mask_text(line) == line
+
+
+class TestLongCountsInProse:
+    """A count or a size of 7 digits or more in prose is masked with its noun or unit
+    after it, a deliberate choice (docs/security.md: "the price of not knowing which long
+    number is personal"): the word after a number says nothing of it. A count written
+    with digit groups, as the project writes those it shows, stays readable."""
+
+    @pytest.mark.parametrize(
+        ("line", "expected"),
+        [
+            ("processed 1234567 events", "processed ******* events"),
+            ("took 1234567 ms", "took ******* ms"),
+            (f"subscriber {SUB} events dropped", "subscriber 138****8001 events dropped"),
+            ("processed 1,234,567 events", "processed 1,234,567 events"),
+            ("record of 1,048,577 bytes", "record of 1,048,577 bytes"),
+        ],
+    )
+    def test_a_long_count_is_masked_unless_written_in_digit_groups(
+        self, masking: None, line: str, expected: str
+    ) -> None:
+        assert mask_text(line) == expected
+
+
 LINE = 100_000
 """A crafted log line's size: a payload or a list a library logs whole, far beyond any
 ordinary line, the input each shape of the pattern must read in one pass."""
