@@ -56,7 +56,7 @@ from moments.statedamage import report_damaged
 from moments.stateview import changelog_topic, returns_topic
 from moments.store import StateStore
 from moments.sweep import sweep
-from moments.topiclayout import OUTPUT_TOPICS
+from moments.topiclayout import OUTPUT_TOPICS, judged_outputs
 from moments.topics import ensure_topics
 from rules.catalog import RuleSet
 from rules.changes import compare_rules
@@ -305,7 +305,11 @@ class Runtime:
         self.idempotent = is_idempotent(producer)
         outputs = {s.topic(n): s.partitions for n in OUTPUT_TOPICS}
         self.starting = f"creating the output topics (Kafka {s.kafka_bootstrap})"
-        await create_topics(s, outputs, self.metrics, "creating output topics")
+        # the tasks and withdrawals topics' counts were said by the start's check, with
+        # the fix (`moments.worker.check_partition_layout`): not said again here
+        await create_topics(
+            s, outputs, self.metrics, "creating output topics", judged=judged_outputs(s)
+        )
         redis = redis_client(s)
         self.starting = f"connecting to Redis ({redacted_url(s.redis_url)})"
         # A Redis in cluster mode is waited out like one away (the preflight, which stops
@@ -731,15 +735,18 @@ async def create_topics(
     metrics: Metrics,
     what: str,
     max_delay: float = 5.0,
+    judged: tuple[str, ...] = (),
 ) -> None:
     """`ensure_topics` with the settings' replication factor and credentials, retried
-    with back-off while Kafka cannot be reached (counted in the metrics as `what`)."""
+    with back-off while Kafka cannot be reached (counted in the metrics as `what`); the
+    counts of the topics `judged` are left to the caller to say (`ensure_topics`)."""
     await with_retry(
         lambda: ensure_topics(
             settings.kafka_bootstrap,
             topics,
             replication_factor=settings.replication_factor,
             client_kwargs=kafka_client_kwargs(settings),
+            judged=judged,
         ),
         Dependency.KAFKA,
         metrics,

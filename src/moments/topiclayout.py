@@ -64,6 +64,13 @@ def partition_layout(settings: Settings, counts: dict[str, int]) -> tuple[str | 
     return None, "; ".join(warnings) or None
 
 
+def judged_outputs(settings: Settings) -> tuple[str, str]:
+    """The tasks and withdrawals topics: their partition counts judged by `output_counts`
+    (a worker's start, `moments check`), which says them with the fix; the runtime's
+    creation of the output topics leaves them to it (`moments.topics.ensure_topics`)."""
+    return settings.topic("tasks"), settings.topic("task_withdrawals")
+
+
 def output_counts(settings: Settings, counts: dict[str, int]) -> str | None:
     """A warning when the tasks or withdrawals topic has (a topic missing: will be made
     with) another partition count than MOMENTS_PARTITIONS, or the two differ; None when
@@ -84,7 +91,7 @@ def output_counts(settings: Settings, counts: dict[str, int]) -> str | None:
     Redis, and keyed by subscriber its outcomes stay on one partition at any count
     (docs/architecture.md, "Outcomes")."""
     partitions = settings.partitions
-    tasks, withdrawals = settings.topic("tasks"), settings.topic("task_withdrawals")
+    tasks, withdrawals = judged_outputs(settings)
     made, held = counts.get(tasks, partitions), counts.get(withdrawals, partitions)
     if made == held == partitions:
         return None

@@ -60,6 +60,7 @@ async def ensure_topics(
     timeout_s: float = 30.0,
     strict: bool = False,
     client_kwargs: Mapping[str, Any] | None = None,
+    judged: Iterable[str] = (),
 ) -> None:
     """Create `topics` (name -> partition count) with `replication_factor` replicas (1 on
     a single broker; a cluster with `min.insync.replicas=2` refuses writes to a topic of
@@ -67,7 +68,10 @@ async def ensure_topics(
 
     `client_kwargs` are extra admin-client arguments (security: see moments.connections).
     A topic that already exists is left as it is; if its partition count differs from
-    the one asked for, a warning is logged (or `TopicsError` raised with `strict=True`).
+    the one asked for, a warning is logged (or `TopicsError` raised with `strict=True`),
+    but for those named in `judged`: their count is judged by the caller, who says it with
+    its fix (the worker's tasks and withdrawals topics, `moments.topiclayout.output_counts`
+    at its start: said here too, a start said their count twice, once without the fix).
     A broker that does not answer within `timeout_s`, or that answers a create with an
     error of a broker away or failing over (NOT_CONTROLLER while the controller moves,
     REQUEST_TIMED_OUT: `sinks.retry.kafka_outage`), raises `TopicsUnreachableError`,
@@ -136,8 +140,11 @@ async def ensure_topics(
     finally:
         await admin.close()
 
+    skipped = set(judged)
     mismatched = {
-        name: (wanted[name], actual[name]) for name in existing if actual.get(name) != wanted[name]
+        name: (wanted[name], actual[name])
+        for name in existing - skipped
+        if actual.get(name) != wanted[name]
     }
     if mismatched:
         detail = ", ".join(f"{n}: asked {w}, has {a}" for n, (w, a) in sorted(mismatched.items()))

@@ -200,7 +200,11 @@ async def test_tasks_and_withdrawals_made_again_with_another_count_are_a_warning
 
     worker = start_worker(settings)
     await worker.wait_for_log("runtime ready", wait_s=90)
-    assert said in one_line(worker.log())
+    logged = one_line(worker.log())
+    assert logged.count(said) == 1, logged
+    # once: the creation of the output topics no longer says it again without the fix
+    assert f"{tasks}: asked 2, has 4" not in logged, logged
+    assert f"{withdrawals}: asked 2, has 4" not in logged, logged
 
 
 async def test_a_profile_topic_not_compacted_is_a_warning_with_the_command(

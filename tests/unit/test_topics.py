@@ -4,6 +4,7 @@ waits out is here, on a fake admin client."""
 
 from __future__ import annotations
 
+import logging
 import types
 from typing import Any, ClassVar
 
@@ -183,3 +184,70 @@ async def test_a_broker_away_is_still_unreachable(admin: type[_Admin]) -> None:
     admin.refuse = k.KafkaConnectionError("Unable to bootstrap from [('kafka', 9092)]")
     with pytest.raises(TopicsUnreachableError, match="could not create topics on kafka:9092"):
         await ensure_topics("kafka:9092", {"moments.tasks": 1})
+
+
+class _HeldAdmin:
+    """An admin client whose broker holds the topics of `held` (name -> partition count:
+    the metadata `ensure_topics` reads); a create is never needed."""
+
+    held: ClassVar[dict[str, int]] = {}
+
+    def __init__(self, **kwargs: Any) -> None:
+        pass
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def _send_request(self, request: Any) -> Any:
+        topics = [
+            {"topic": t, "error_code": 0, "partitions": list(range(n))}
+            for t, n in _HeldAdmin.held.items()
+        ]
+        return types.SimpleNamespace(to_object=lambda: {"topics": topics})
+
+
+async def test_a_start_says_the_tasks_topics_count_once_with_its_fix(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every output topic made by a broker with 4 partitions under MOMENTS_PARTITIONS 2:
+    the start's check says the tasks and withdrawals topics' count with its fix, and the
+    runtime's creation of the output topics said it again, "asked 2, has 4" without one.
+    The other output topics, which no check judges, are still said there."""
+    import aiokafka.admin
+
+    from moments.topiclayout import topic_types
+    from moments.worker import check_partition_layout
+
+    monkeypatch.setattr(aiokafka.admin, "AIOKafkaAdminClient", _HeldAdmin)
+
+    async def producer(_: object) -> object:
+        return object()
+
+    def no_redis(_: object) -> object:
+        raise _StopHereError
+
+    monkeypatch.setattr(runtime_module, "start_producer", producer)
+    monkeypatch.setattr(runtime_module, "redis_client", no_redis)
+    settings = load_settings(partitions=2)
+    tasks, withdrawals = settings.topic("tasks"), settings.topic("task_withdrawals")
+    counts = dict.fromkeys(topic_types(settings), 2) | {tasks: 4, withdrawals: 4}
+    outputs = ("tasks", "deadletter", "task_outcomes", "task_withdrawals")
+    monkeypatch.setattr(_HeldAdmin, "held", {settings.topic(t): 4 for t in outputs})
+    runtime = Runtime(settings, Metrics(), Detector(RuleSet.of([]), {}))
+    with caplog.at_level(logging.WARNING):
+        check_partition_layout(settings, counts)
+        with pytest.raises(_StopHereError):
+            await runtime.start()
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    about_tasks = [m for m in said if tasks in m]
+    assert len(about_tasks) == 1, said
+    assert "kafka-topics.sh" in about_tasks[0]
+    (others,) = [m for m in said if "other partition counts" in m]
+    assert others == (
+        "existing topics have other partition counts: "
+        f"{settings.topic('deadletter')}: asked 2, has 4, "
+        f"{settings.topic('task_outcomes')}: asked 2, has 4"
+    )
