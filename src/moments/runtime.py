@@ -56,7 +56,7 @@ from moments.statedamage import report_damaged
 from moments.stateview import changelog_topic, returns_topic
 from moments.store import StateStore
 from moments.sweep import sweep
-from moments.topiclayout import OUTPUT_TOPICS, judged_outputs
+from moments.topiclayout import OUTPUT_TOPICS
 from moments.topics import ensure_topics
 from rules.catalog import RuleSet
 from rules.changes import compare_rules
@@ -124,6 +124,12 @@ class Runtime:
         self.ready = asyncio.Event()
         self.starting = "starting"
         """What `start` waits for now (for /readyz)."""
+        self.judged_counts: dict[str, int] = {}
+        """The tasks and withdrawals topics' partition counts the worker's start read and
+        said with the fix where they are not MOMENTS_PARTITIONS
+        (`moments.worker.check_partition_layout`): the creation of the output topics does
+        not say them again; a count it finds other than these (the topic made again since,
+        or made by another client after the start found it missing) it still says."""
         self._producer: AIOKafkaProducer | None = None
         self.idempotent: bool | None = None
         """Whether the dispatch producer got a producer id (None: not started yet)."""
@@ -305,10 +311,8 @@ class Runtime:
         self.idempotent = is_idempotent(producer)
         outputs = {s.topic(n): s.partitions for n in OUTPUT_TOPICS}
         self.starting = f"creating the output topics (Kafka {s.kafka_bootstrap})"
-        # the tasks and withdrawals topics' counts were said by the start's check, with
-        # the fix (`moments.worker.check_partition_layout`): not said again here
         await create_topics(
-            s, outputs, self.metrics, "creating output topics", judged=judged_outputs(s)
+            s, outputs, self.metrics, "creating output topics", judged=self.judged_counts
         )
         redis = redis_client(s)
         self.starting = f"connecting to Redis ({redacted_url(s.redis_url)})"
@@ -735,11 +739,11 @@ async def create_topics(
     metrics: Metrics,
     what: str,
     max_delay: float = 5.0,
-    judged: tuple[str, ...] = (),
+    judged: Mapping[str, int] | None = None,
 ) -> None:
     """`ensure_topics` with the settings' replication factor and credentials, retried
-    with back-off while Kafka cannot be reached (counted in the metrics as `what`); the
-    counts of the topics `judged` are left to the caller to say (`ensure_topics`)."""
+    with back-off while Kafka cannot be reached (counted in the metrics as `what`); a
+    topic of the count `judged` names is left to the caller to say (`ensure_topics`)."""
     await with_retry(
         lambda: ensure_topics(
             settings.kafka_bootstrap,

@@ -67,7 +67,8 @@ def partition_layout(settings: Settings, counts: dict[str, int]) -> tuple[str | 
 def judged_outputs(settings: Settings) -> tuple[str, str]:
     """The tasks and withdrawals topics: their partition counts judged by `output_counts`
     (a worker's start, `moments check`), which says them with the fix; the runtime's
-    creation of the output topics leaves them to it (`moments.topics.ensure_topics`)."""
+    creation of the output topics does not say again a count the start read
+    (`moments.worker.judged_counts`)."""
     return settings.topic("tasks"), settings.topic("task_withdrawals")
 
 

@@ -60,7 +60,7 @@ async def ensure_topics(
     timeout_s: float = 30.0,
     strict: bool = False,
     client_kwargs: Mapping[str, Any] | None = None,
-    judged: Iterable[str] = (),
+    judged: Mapping[str, int] | None = None,
 ) -> None:
     """Create `topics` (name -> partition count) with `replication_factor` replicas (1 on
     a single broker; a cluster with `min.insync.replicas=2` refuses writes to a topic of
@@ -69,9 +69,11 @@ async def ensure_topics(
     `client_kwargs` are extra admin-client arguments (security: see moments.connections).
     A topic that already exists is left as it is; if its partition count differs from
     the one asked for, a warning is logged (or `TopicsError` raised with `strict=True`),
-    but for those named in `judged`: their count is judged by the caller, who says it with
-    its fix (the worker's tasks and withdrawals topics, `moments.topiclayout.output_counts`
-    at its start: said here too, a start said their count twice, once without the fix).
+    but for a topic that has the count `judged` names for it (name -> count): the caller
+    read that count and judged it itself, saying it with its fix (a worker's tasks and
+    withdrawals topics, `moments.topiclayout.output_counts` at its start; said here too,
+    a start said their count twice, once without the fix). A count other than the one
+    judged (the topic made again since) is warned of as any.
     A broker that does not answer within `timeout_s`, or that answers a create with an
     error of a broker away or failing over (NOT_CONTROLLER while the controller moves,
     REQUEST_TIMED_OUT: `sinks.retry.kafka_outage`), raises `TopicsUnreachableError`,
@@ -140,11 +142,11 @@ async def ensure_topics(
     finally:
         await admin.close()
 
-    skipped = set(judged)
+    said = dict(judged or {})
     mismatched = {
         name: (wanted[name], actual[name])
-        for name in existing - skipped
-        if actual.get(name) != wanted[name]
+        for name in existing
+        if actual.get(name) != wanted[name] and actual.get(name) != said.get(name)
     }
     if mismatched:
         detail = ", ".join(f"{n}: asked {w}, has {a}" for n, (w, a) in sorted(mismatched.items()))

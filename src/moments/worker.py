@@ -35,7 +35,7 @@ from moments.settings import Settings, dotenv_variables, unknown_variables
 from moments.stateview import returns_topic
 from moments.statezip import StateFormatError
 from moments.store import store_problem
-from moments.topiclayout import partition_layout, topic_types
+from moments.topiclayout import judged_outputs, partition_layout, topic_types
 from moments.topicshape import Compaction, Shape, compaction
 from rules.catalog import load_rules
 from sinks.metrics import Dependency, Metrics
@@ -71,6 +71,14 @@ def check_partition_layout(settings: Settings, counts: dict[str, int] | None) ->
         raise ConfigError(problem)
     if warning is not None:
         log.warning("%s", warning)
+
+
+def judged_counts(settings: Settings, counts: dict[str, int] | None) -> dict[str, int]:
+    """The counts of the tasks and withdrawals topics `check_partition_layout` read and
+    judged (`output_counts`), for the runtime's creation of the output topics not to say
+    them again (`Runtime.judged_counts`); a topic missing then is not among them."""
+    found = counts or {}
+    return {t: found[t] for t in judged_outputs(settings) if t in found}
 
 
 COMPACTION_CHECK_S = 10.0
@@ -380,6 +388,7 @@ def _prepare(settings: Settings, faust_args: list[str]) -> MomentsApp:
     if advice:
         log.warning("%s", advice)
     app, runtime = build(settings, rules, metrics, health, policy)
+    runtime.judged_counts = judged_counts(settings, counts)
     runtime.reloader.last, runtime.policy_reloader.last = as_read
     if _hup_while_starting:
         runtime.reloader.request()

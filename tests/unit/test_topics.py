@@ -209,19 +209,20 @@ class _HeldAdmin:
         return types.SimpleNamespace(to_object=lambda: {"topics": topics})
 
 
-async def test_a_start_says_the_tasks_topics_count_once_with_its_fix(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Every output topic made by a broker with 4 partitions under MOMENTS_PARTITIONS 2:
-    the start's check says the tasks and withdrawals topics' count with its fix, and the
-    runtime's creation of the output topics said it again, "asked 2, has 4" without one.
-    The other output topics, which no check judges, are still said there."""
+async def _start_warnings(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    read: dict[str, int],
+    held: dict[str, int],
+) -> list[str]:
+    """The warnings of a worker's start under MOMENTS_PARTITIONS 2, as `moments.worker`
+    runs it: the check of the counts the preflight `read` (the input topics' 2 beside
+    them), then the runtime's creation of the output topics on a broker that holds
+    `held`; each a `Settings.topic` name."""
     import aiokafka.admin
 
     from moments.topiclayout import topic_types
-    from moments.worker import check_partition_layout
-
-    monkeypatch.setattr(aiokafka.admin, "AIOKafkaAdminClient", _HeldAdmin)
+    from moments.worker import check_partition_layout, judged_counts
 
     async def producer(_: object) -> object:
         return object()
@@ -229,20 +230,35 @@ async def test_a_start_says_the_tasks_topics_count_once_with_its_fix(
     def no_redis(_: object) -> object:
         raise _StopHereError
 
+    monkeypatch.setattr(aiokafka.admin, "AIOKafkaAdminClient", _HeldAdmin)
     monkeypatch.setattr(runtime_module, "start_producer", producer)
     monkeypatch.setattr(runtime_module, "redis_client", no_redis)
     settings = load_settings(partitions=2)
-    tasks, withdrawals = settings.topic("tasks"), settings.topic("task_withdrawals")
-    counts = dict.fromkeys(topic_types(settings), 2) | {tasks: 4, withdrawals: 4}
-    outputs = ("tasks", "deadletter", "task_outcomes", "task_withdrawals")
-    monkeypatch.setattr(_HeldAdmin, "held", {settings.topic(t): 4 for t in outputs})
+    counts = dict.fromkeys(topic_types(settings), 2)
+    counts |= {settings.topic(t): n for t, n in read.items()}
+    monkeypatch.setattr(_HeldAdmin, "held", {settings.topic(t): n for t, n in held.items()})
     runtime = Runtime(settings, Metrics(), Detector(RuleSet.of([]), {}))
     with caplog.at_level(logging.WARNING):
         check_partition_layout(settings, counts)
+        runtime.judged_counts = judged_counts(settings, counts)
         with pytest.raises(_StopHereError):
             await runtime.start()
-    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    about_tasks = [m for m in said if tasks in m]
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+async def test_a_start_says_the_tasks_topics_count_once_with_its_fix(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every output topic made by a broker with 4 partitions under MOMENTS_PARTITIONS 2:
+    the start's check says the tasks and withdrawals topics' count with its fix, and the
+    runtime's creation of the output topics said it again, "asked 2, has 4" without one.
+    The other output topics, which no check judges, are still said there."""
+    outputs = dict.fromkeys(("tasks", "deadletter", "task_outcomes", "task_withdrawals"), 4)
+    said = await _start_warnings(
+        monkeypatch, caplog, read={"tasks": 4, "task_withdrawals": 4}, held=outputs
+    )
+    settings = load_settings(partitions=2)
+    about_tasks = [m for m in said if settings.topic("tasks") in m]
     assert len(about_tasks) == 1, said
     assert "kafka-topics.sh" in about_tasks[0]
     (others,) = [m for m in said if "other partition counts" in m]
@@ -250,4 +266,25 @@ async def test_a_start_says_the_tasks_topics_count_once_with_its_fix(
         "existing topics have other partition counts: "
         f"{settings.topic('deadletter')}: asked 2, has 4, "
         f"{settings.topic('task_outcomes')}: asked 2, has 4"
+    )
+
+
+async def test_a_count_the_start_did_not_read_is_still_said(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The tasks topic missing at the start's check (nothing said: a worker makes it with
+    MOMENTS_PARTITIONS) and made by another client with 4 before the runtime's creation,
+    or made again with 8 since the check read 4: the creation says the count it finds."""
+    said = await _start_warnings(
+        monkeypatch,
+        caplog,
+        read={"task_withdrawals": 4},
+        held={"tasks": 4, "task_withdrawals": 8, "deadletter": 2, "task_outcomes": 2},
+    )
+    settings = load_settings(partitions=2)
+    (others,) = [m for m in said if "other partition counts" in m]
+    assert others == (
+        "existing topics have other partition counts: "
+        f"{settings.topic('task_withdrawals')}: asked 2, has 8, "
+        f"{settings.topic('tasks')}: asked 2, has 4"
     )
