@@ -38,9 +38,11 @@ counts, offsets, ports and durations are numbers. So `mask_text` masks
   `{97531: 3, 97532: 4}`, `['1234']`);
 - a number written in groups as people write phone numbers (`138-0013-8001`,
   `+86 138 0013 8001`; its groups apart by one space or two, a non-breaking one too, a
-  dash or an en dash, not a `/`, `_` or comma (but for 3 or 4, 4 and 4 digits, the same
-  sign between each: `138,0013,8001`, `138_0013_8001`, `0755/8888/6666`, no count's
-  digit groups, `13,800,138,001`, whose groups have 3): 3, 4 and 4 digits after an optional
+  dash or an en dash, not a `/`, `_` or comma (but for a mobile number's 3, 4 and 4
+  digits, `13` to `19` first, or a landline's, a `0` first, the same sign between each:
+  `138,0013,8001`, `138_0013_8001`, `0755/8888/6666`; no count's digit groups,
+  `13,800,138,001`, whose groups have 3, nor a list's `[100,2000,3000]`): 3, 4 and 4
+  digits after an optional
   country code, a mobile number's 11 digits grouped any other way, 2 digits or more a
   group after a leading `1`, or with dots (`138 00138 001`, `138.0013.8001`; not `15 20
   25 30 35 4`), a landline's `0755 8888 6666` or
@@ -226,7 +228,8 @@ ids: `msisdns=97531/97532`), an `_` (a name's), a comma (a list's; an id is a st
 never written with `f"{n:,}"`, while a count is, to stay readable: `13,800,138,001
 bytes`). A mobile or landline number's 3 or 4, 4 and 4 digits apart by one of those
 three, the same each time, are read by a shape of their own (`_GROUPED`): no thousands
-group has 4 digits, no JSON number starts with 0."""
+group has 4 digits, and its first group, `13` to `19` and a digit or a `0` and an area
+code's, is seldom a list's."""
 _NOT_IN_A_DATE = (
     r"(?!(?<=[-/:,.])(?:(?:(?<=\d:)|(?<=\d{4}[-/]\d\d[-/]))\d\d(?!\d)"
     r"|(?<=\d{4}[-/])\d\d[-/]\d\d(?!\d)|(?<=\d:\d\d[,.])\d{3}(?!\d))"
@@ -359,8 +362,10 @@ _GROUPED = (
     r"|\+(?=[1-9](?:\.?\d){6})\d{1,3}(?:\.\d{2,6}){2,4}"
     # a mobile or landline number apart by the same comma, `_` or `/` between each group
     # (`138,0013,8001`, `0755/8888/6666`): no count's digit groups (`13,800,138,001`, a
-    # thousands group has 3 digits), no JSON numbers (none starts with 0)
-    rf"|0?\d{{3}}(?:,\d{{4}},|_\d{{4}}_|/\d{{4}}/)\d{{4}})"
+    # thousands group has 3 digits); its first group a mobile number's (`13` to `19` and
+    # a digit) or a landline's area code (a `0`, which no JSON number starts with): a
+    # list of numbers written so is a row of sizes as often (`[100,2000,3000]` stays)
+    rf"|(?:1[3-9]\d|0\d{{2,3}})(?:,\d{{4}},|_\d{{4}}_|/\d{{4}}/)\d{{4}})"
     # ends where its digits do, whatever follows: letters or a fraction on it (`138 0013
     # 8001abc`, `.5`, an extension's `x12`) stay as they are, and it is masked. Refused
     # there, it showed whole, and `+86 10 1300 0000abc` backed off to `+86 10 1300`

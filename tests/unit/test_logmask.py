@@ -1553,10 +1553,10 @@ class TestEnDashesInEveryDashedShape:
 class TestGroupsApartByACommaUnderscoreOrSlash:
     """A `/`, `_` or comma parts a list's, a path's, a name's numbers and a count written
     with digit groups (`f"{n:,}"`, the project's own way to keep a count readable), so
-    none is a number's separator in general; but 3 or 4 digits, 4 and 4, the same sign
-    between each, is no count's grouping (a thousands group has 3 digits) and no JSON
-    number (none starts with 0): a mobile or landline number (`138,0013,8001`,
-    `138_0013_8001`, `138/0013/8001` showed whole)."""
+    none is a number's separator in general; but a mobile number's 3, 4 and 4 digits
+    (`13` to `19` first) or a landline's (a `0` first), the same sign between each, is no
+    count's grouping (a thousands group has 3 digits) and seldom a list's: masked
+    (`138,0013,8001`, `138_0013_8001`, `138/0013/8001` showed whole)."""
 
     @pytest.mark.parametrize(
         ("line", "expected"),
@@ -1583,6 +1583,8 @@ class TestGroupsApartByACommaUnderscoreOrSlash:
             "processed 13,800,138,001 events",  # a count with digit groups stays readable
             "limit 13_800_138_001",
             '{"buckets":[100,250,500,1000]}',
+            '{"backoff_ms":[100,2000,3000]}',
+            "sizes 512/1024/2048",
             "on 2026/12/07 at /data/138/0013",
             "ratio 1380/0013",
             "ids 138,0013/8001",  # another sign each: a list's or a path's
