@@ -13,10 +13,12 @@ import pytest
 from moments.decoding import MAX_MESSAGE_BYTES, decode
 from moments.enums import EventType
 from moments.models import EVENT_MODELS, MONEY_DIGITS, ProfileEvent
+from moments.pipeline import run_pipeline
 from moments.records import DeadLetter, RawRecord, RejectReason
 from moments.refusals import LATENESS, MAX_FUTURE
 from moments.settings import Topics
 from moments.state import RECENT_EVENT_IDS, RECENT_EVENT_IDS_ELSE
+from rules.catalog import load_rules
 
 PAGE = (Path(__file__).parents[2] / "docs" / "producing-events.md").read_text()
 
@@ -61,6 +63,18 @@ def first_record_section() -> str:
     return match.group(1)
 
 
+def first_records_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> list[tuple[str, bytes | None, bytes | None]]:
+    """What the section's example sends, in its order: (topic, key, value)."""
+    (code,) = re.findall(r"```python\n(.*?)```", first_record_section(), re.S)
+    monkeypatch.setattr(kafka, "KafkaProducer", RecordingProducer)
+    monkeypatch.setattr(RecordingProducer, "sent", [])
+    monkeypatch.setenv("MOMENTS_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    exec(compile(code, "producing-events.md", "exec"), {})  # noqa: S102 (the page's own code)
+    return RecordingProducer.sent
+
+
 def test_the_first_records_example_is_taken_but_its_malformed_record(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -68,11 +82,7 @@ def test_the_first_records_example_is_taken_but_its_malformed_record(
     send one to `moments run`; its example now does, and each record is judged here by the
     worker's own decoding, the malformed one with the message the page quotes."""
     section = first_record_section()
-    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
-    monkeypatch.setattr(kafka, "KafkaProducer", RecordingProducer)
-    monkeypatch.setattr(RecordingProducer, "sent", [])
-    monkeypatch.setenv("MOMENTS_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
-    exec(compile(code, "producing-events.md", "exec"), {})  # noqa: S102 (the page's own code)
+    first_records_sent(monkeypatch)
     types = {getattr(Topics(), t.value): t for t in EventType}
     verdicts = [
         decode(RawRecord(topic, 0, offset, key, value), types[topic])
@@ -85,3 +95,49 @@ def test_the_first_records_example_is_taken_but_its_malformed_record(
     assert quoted is not None
     assert refused.reason is RejectReason.INVALID_EVENT
     assert refused.message == " ".join(quoted.group(1).split())
+
+
+def test_the_first_records_tasks_are_the_ones_the_page_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new user's first hour (review): the page promised "the manager's call about the
+    hotline with the complaint merged into it", but the hotline call is a sales contact,
+    which an open complaint drops: a worker that read the complaint first (as sent, or
+    topics read side by side) printed a complaint call and no manager's call. Both orders
+    are run through the packaged catalog here, and the page names what each makes."""
+    types = {getattr(Topics(), t.value): t for t in EventType}
+    sent = first_records_sent(monkeypatch)
+    records = [(types[topic].value, key, value) for topic, key, value in sent]
+    usage = [r for r in records if r[0] == EventType.USAGE.value]
+    complaint_first = [r for r in records if r[0] != EventType.USAGE.value] + usage
+    usage_first = usage + [r for r in records if r[0] != EventType.USAGE.value]
+    rules = load_rules()
+
+    def run(order: list[tuple[str, bytes | None, bytes | None]]) -> tuple[set[str], set[str]]:
+        raw = [
+            RawRecord(topic, 0, offset, key, value)
+            for offset, (topic, key, value) in enumerate(order)
+        ]
+        result = run_pipeline(raw, rules)
+        return {t.moment.type for t in result.tasks}, {f"{m}:{r}" for m, r in result.suppressed}
+
+    made, dropped = run(complaint_first)
+    assert made == {"first_topup", "first_international_roaming", "complaint"}
+    assert dropped == {"competitor_hotline_call:complaint_open"}
+    made, dropped = run(usage_first)
+    assert made == {
+        "first_topup",
+        "first_international_roaming",
+        "complaint",
+        "competitor_hotline_call",
+    }
+    assert dropped == set()
+    said = " ".join(first_record_section().split())
+    assert "a first top-up, a roaming welcome, a call about the complaint" in said
+    assert (
+        'moments_tasks_suppressed_total{moment_type="competitor_hotline_call",reason="complaint_open"}'
+        in said
+    )
+    assert (
+        "read before the complaint, it waits in the merge window and the complaint joins it" in said
+    )
