@@ -266,7 +266,9 @@ def _add_rules_diff(sub: Subparsers) -> None:
         "diff",
         "Say what a new rules file or folder changes against the one in force: rules "
         "added, removed and changed (with their versions, and those changed without a new "
-        "version), and catalog sections changed. Exit 0; nothing is loaded anywhere.",
+        "version), and catalog sections changed; nothing is loaded anywhere. Exit 0 "
+        "whatever it finds (a change is no failure), 1 when the rules of either side are "
+        "refused (each problem as file:line:column: message), 2 when a path is not there.",
         """
                   moments rules diff my-rules/ new-rules/
                   moments rules diff src/rules/catalog/default.yaml my-rules.yaml

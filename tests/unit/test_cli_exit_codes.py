@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from moments.cli import main
+from moments.cli import build_parser, main
+
+from .test_cli_help import commands
 
 CATALOG = str(Path(__file__).parents[2] / "src" / "rules" / "catalog" / "default.yaml")
 
@@ -102,3 +104,26 @@ def test_a_policy_found_wanting_exits_1_and_one_not_there_2(
         assert main([a.format(**paths) for a in argv] + extra) == code, policy
         err = capsys.readouterr().err
         assert str(policy) in err
+
+
+def test_rules_diff_says_the_exit_codes_it_gives(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A new user's first hour (review): `moments rules diff --help` said "Exit 0", and a
+    candidate catalog with a mistake exited 1 ("rules refused"), a path not there 2: a
+    script that trusted the help took either for "no change to report". The help names
+    the three, and each is what the command gives."""
+    diff = dict(commands(build_parser()))[("rules", "diff")]
+    said = " ".join((diff.description or "").split())
+    assert "Exit 0 whatever it finds" in said
+    assert "1 when the rules of either side are refused" in said
+    assert "2 when a path is not there" in said
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(Path(CATALOG).read_text().replace("threshold: 10}", "threshold: 11}", 1))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("rules:\n  - id: Big-Topup\n")
+    assert main(["rules", "diff", CATALOG, CATALOG]) == 0
+    assert main(["rules", "diff", CATALOG, str(changed)]) == 0
+    assert "changed: low_balance" in capsys.readouterr().out
+    assert main(["rules", "diff", CATALOG, str(broken)]) == 1
+    assert main(["rules", "diff", CATALOG, str(tmp_path / "nope.yaml")]) == 2
