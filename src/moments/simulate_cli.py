@@ -302,7 +302,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     count = limit(events, args.rate, args.duration)
     if args.to_file is not None:
         if count is None:
-            raise ConfigError("--to-file needs --duration T (seconds of traffic to write)")
+            raise ConfigError(
+                "--to-file needs --duration T: the event time it writes, in seconds or as "
+                "2d, 3w (the README's history: --duration 3w)"
+            )
         if is_csv(args.to_file):
             raise ConfigError(  # the readers take a .csv for CSV, and refused it
                 "--to-file writes JSON lines: name the file .jsonl (.jsonl.gz for gzip)"

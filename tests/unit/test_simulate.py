@@ -363,7 +363,11 @@ class TestOutputs:
         assert main([*argv, "--duration", "2", "--to-file", str(path)]) == 0
         assert len(path.read_bytes().splitlines()) == 5 + 20
         assert main([*argv, "--to-file", str(path)]) == 2
-        assert "--to-file needs --duration" in capsys.readouterr().err
+        said = capsys.readouterr().err
+        assert "--to-file needs --duration" in said
+        # A new user's first hour (review): it said "(seconds of traffic to write)", and
+        # the histories the docs simulate are written 2d or 3w.
+        assert "in seconds or as 2d, 3w" in said
 
 
 @pytest.mark.parametrize("folder", ["out/", "existing"])
