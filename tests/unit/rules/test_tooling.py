@@ -244,6 +244,46 @@ def test_a_rules_path_that_is_not_there_says_so_and_from_where(
     )
 
 
+@pytest.mark.parametrize(
+    ("given", "meant"),
+    [
+        ("my-rules/low-balance.yml", "my-rules/low-balance.yaml"),
+        ("my-rule/", "my-rules"),
+        ("my-rules/low_balance.yaml", "my-rules/low-balance.yaml"),
+    ],
+)
+def test_a_rules_path_misspelt_is_told_the_close_one(
+    given: str,
+    meant: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A new user's first hour (review): `moments rules validate my-rules/low-balance.yml`
+    of a file saved as `.yaml` said "no such rules file or folder; check the path", where
+    a misspelt rule id or field is told the close one."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my-rules").mkdir()
+    (tmp_path / "my-rules" / "low-balance.yaml").write_text(DEFAULT.read_text())
+    (tmp_path / "notes.txt").write_text("")
+    assert main(["rules", "validate", given]) == 2
+    said = capsys.readouterr()
+    assert f"no such rules file or folder (a path from {tmp_path}); did you mean {meant!r}?" in (
+        said.out + said.err
+    )
+
+
+def test_a_rules_path_with_nothing_close_is_told_to_check_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "campaigns").mkdir()
+    assert main(["rules", "validate", "retention.yaml", "nowhere/rules.yaml"]) == 2
+    said = capsys.readouterr()
+    assert "did you mean" not in said.out + said.err
+    assert "; check the path, give a rules .yaml file or a folder of them" in said.out + said.err
+
+
 def test_the_shipped_calendar_file_is_what_export_writes(tmp_path: Path) -> None:
     shipped = DEFAULT.parent.parent / "calendars" / "holidays-2026-2028.yaml"
     out = tmp_path / "h.yaml"
