@@ -35,7 +35,8 @@ EXAMPLES = """
         --from 2026-12-01 --to 2026-12-08
     moments backtest --events week.jsonl.gz --rules new-rules/ --baseline-rules rules/
     moments backtest --events week.jsonl.gz --rules trial-rules/ --shadow-as-live
-    moments backtest --events weeks.jsonl.gz --live-from 2026-12-20   # a cut-over, 14 days' warm-up
+    moments backtest --events history.jsonl.gz --profiles crm.jsonl \\
+        --live-from 2027-01-15 --out golive-0115/   # a cut-over: no task before the 15th
 """
 
 OUTPUTS = (

@@ -281,3 +281,36 @@ def test_the_docs_and_the_code_name_commands_that_exist() -> None:
             if name not in top or (name in subs and sub is not None and sub not in subs[name]):
                 wrong.append(f"{page.relative_to(ROOT)}: {match.group(0)}")
     assert wrong == []
+
+
+def test_no_help_example_gives_a_date_to_a_history_simulated_from_now() -> None:
+    """A new user's first hour (review): `moments backtest --help` ended with `--events
+    weeks.jsonl.gz --live-from 2026-12-20   # a cut-over, 14 days' warm-up`, the README's
+    three weeks dated from the day they are simulated: 12 days of warm-up on the 8th, and
+    a date before the history from the 21st on. A history simulated with no `--start` is
+    given dates as the README gives them (`$(date ...)`), or not at all."""
+    texts = [parser.epilog or "" for _, parser in commands(build_parser())]
+    texts += [p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]]
+    from_now = {
+        written.group(1)
+        for text in texts
+        for line in re.sub(r"\\\n\s*", " ", text).splitlines()
+        if "moments simulate" in line and "--start" not in line
+        for written in re.finditer(r"--to-file (\S+)", line)
+    }
+    assert "weeks.jsonl.gz" in from_now  # the test reads the examples
+    dated = [
+        (path, example)
+        for path, example in _example_commands()
+        if set(_events_read(example)) & from_now and re.search(r"\b\d{4}-\d{2}-\d{2}\b", example)
+    ]
+    assert dated == []
+
+
+def _events_read(example: str) -> list[str]:
+    """The files an example's `--events` reads (up to its next option)."""
+    words = example.split()
+    if "--events" not in words:
+        return []
+    after = words[words.index("--events") + 1 :]
+    return after[: next((i for i, w in enumerate(after) if w.startswith("-")), len(after))]
