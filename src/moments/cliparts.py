@@ -45,10 +45,16 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "compare": ("diff",),
     "describe": ("explain",),
     "start": ("run", "worker"),
+    "dlq": ("deadletter",),
+    "status": ("check",),
+    "health": ("check",),
+    "doctor": ("check",),
 }
 """Words a user types for a command that is named otherwise here: `rules check` for
 `rules validate` (`moments check` and `events check` are checks), `state list` for
-`state show`. Suggested only where the command they name is one of the choices."""
+`state show`, `dlq` (the dead letters' own headers say `__dlq`) for `deadletter`.
+Suggested only where the command they name is one of the choices, before close
+spellings (`status` is `check` before it is `state`)."""
 
 SUGGESTED = 3
 """At most this many commands or values suggested for one that is none of the choices."""
@@ -76,8 +82,8 @@ def suggestions(value: str, action: argparse.Action) -> list[str]:
         for sub in parser._actions:
             if isinstance(sub, argparse._SubParsersAction) and value in sub.choices:
                 found.append(sub.choices[value].prog)
-    found += [parsers[name].prog for name in close]
     found += [parsers[word].prog for word in SYNONYMS.get(value, ()) if word in parsers]
+    found += [parsers[name].prog for name in close]
     return list(dict.fromkeys(found))[:SUGGESTED]
 
 
@@ -112,8 +118,10 @@ class Parser(argparse.ArgumentParser):
             return
         named = ", ".join(map(repr, action.choices))
         said = f"invalid choice: {value!r}"
-        if meant := suggestions(value, action):
-            command = isinstance(action, argparse._SubParsersAction)
+        command = isinstance(action, argparse._SubParsersAction)
+        # An option typed as a command (`moments version`, `moments rules help`)
+        option = f"{self.prog} --{value}" if f"--{value}" in self._option_string_actions else None
+        if meant := [m for m in (option,) if command and m] + suggestions(value, action):
             shown = [f"`{m}`" if command else repr(m) for m in meant]
             said += f"; did you mean {' or '.join(shown)}?"
         raise argparse.ArgumentError(action, f"{said} (choose from {named})")

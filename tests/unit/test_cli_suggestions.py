@@ -41,6 +41,14 @@ def refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (["replay"], "replay", "`moments deadletter replay`"),
         (["validate", "rules/"], "validate", "`moments rules validate` or `moments check`"),
         (["export"], "export", "`moments calendar export` or `moments schemas export`"),
+        # a new user's first hour (review): the name other tools give (the dead letters'
+        # own headers are `__dlq.errors.*`), an option typed as a command, a probe's word
+        (["dlq", "show"], "dlq", "`moments deadletter`"),
+        (["version"], "version", "`moments --version`"),
+        (["help"], "help", "`moments --help`"),
+        (["rules", "help"], "help", "`moments rules --help`"),
+        (["status"], "status", "`moments check` or `moments state`"),
+        (["health"], "health", "`moments check`"),
     ],
 )
 def test_a_command_that_is_none_is_told_the_one_it_may_mean(
