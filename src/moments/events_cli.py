@@ -190,6 +190,35 @@ def _lines(name: str) -> Iterator[_Source]:
             yield _Source(name, file, None, piped=not path.is_file())
 
 
+class _LogProgress:
+    """How far a check is, for a log (a producer's CI, where `events check` runs): a line on
+    stderr every `PROGRESS_EVERY_S`, and the last count when it said anything. The spinner
+    is drawn on a terminal only, and a day's export checked for minutes without a word."""
+
+    def __init__(self) -> None:
+        from moments.progresslines import ProgressLines
+
+        self.lines = ProgressLines("events check", self._write)
+        self.said: int | None = None  # the count of the last line written
+
+    def _write(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    def _count(self, total: int) -> str:
+        elapsed = self.lines.clock() - self.lines.started
+        rate = total / elapsed if elapsed > 0 else 0.0
+        self.said = total
+        return f"{total:,} lines in {elapsed:.0f} s ({rate:,.0f}/s)"
+
+    def update(self, total: int, name: str) -> None:
+        """`total` lines checked so far, of all the files; the one being read, `name`."""
+        self.lines.say(lambda: f"{self._count(total)}, reading {name}")
+
+    def finish(self, total: int) -> None:
+        if self.said is not None and self.said != total:
+            self._write(f"events check: {self._count(total)}")
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn
@@ -243,6 +272,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     same_terminal = sys.stdout.isatty() and err.is_terminal
     out = progress.console if same_terminal else Console(file=sys.stdout, soft_wrap=True)
     task = progress.add_task("checking")
+    log = None if err.is_terminal else _LogProgress()
     cuts = []
     wide: list[str] = []  # files of UTF-16 text, left unchecked
     empty: list[str] = []  # files of no line but blank ones
@@ -272,6 +302,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
                         total = sum(tally.checked.values())
                         if total % PROGRESS_EVERY == 0:
                             progress.update(task, description=f"checking {name}: {total:,} lines")
+                            if log is not None:
+                                log.update(total, name)
                 except gzip.BadGzipFile:  # no gzip from its first byte
                     from moments.backtest_input import not_gzip
 
@@ -290,6 +322,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
                     empty.append(name)
                 elif sum(tally.checked.values()) - before == tally.refused_total - refused_before:
                     forms += _form_said(name)  # every line refused: a JSON array?
+    if log is not None:
+        log.finish(sum(tally.checked.values()))
     _print_tally(err, tally, shown, ahead, clock_given=args.now is not None, outcomes=outcomes)
     for said in forms:
         err.print(f"moments: {said}", style="bold red", markup=False, highlight=False)

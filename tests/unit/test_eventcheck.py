@@ -14,6 +14,7 @@ import pytest
 from moments.cli import main
 from moments.eventcheck import NO_TYPE, check_lines
 from moments.models import EventType
+from moments.progresslines import PROGRESS_EVERY_S
 
 from .catalogs import default_rules
 
@@ -645,3 +646,46 @@ def test_an_empty_file_among_checked_ones_is_named_without_saying_nothing_was_ch
     err = " ".join(capsys.readouterr().err.split())
     assert "nothing was checked" not in err
     assert f"{empty}, {blank} hold no payload" in err
+
+
+class TestProgressInALog:
+    """A new user's first hour (review): `events check` is for a producer's CI, and drew its
+    progress only on a terminal (a spinner); in a CI log a day's export of millions of
+    lines checked for minutes without a word, where `rules test` and the backtest say how
+    far they are every 10 s. A check of a few lines still says nothing more than before."""
+
+    def file(self, tmp_path: Path) -> Path:
+        path = tmp_path / "day.jsonl"
+        path.write_bytes(b"\n".join(line(event_id=f"e{i}") for i in range(6)) + b"\n")
+        return path
+
+    def clock(self, monkeypatch: pytest.MonkeyPatch, step_s: float) -> None:
+        readings: list[float] = []
+
+        def clock() -> float:
+            readings.append(len(readings) * step_s)
+            return readings[-1]
+
+        monkeypatch.setattr("moments.progresslines.CLOCK", clock)
+
+    def test_a_long_check_says_how_far_it_is(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = self.file(tmp_path)
+        monkeypatch.setattr("moments.events_cli.PROGRESS_EVERY", 2)  # a count every 2 lines
+        self.clock(monkeypatch, step_s=PROGRESS_EVERY_S)  # each reading: a line is due
+        assert main(["events", "check", "--now", "2026-11-22T10:00:00+08:00", str(path)]) == 0
+        err = capsys.readouterr().err
+        assert "events check: 2 lines in " in err
+        assert f"/s), reading {path}\n" in err
+        assert "events check: 4 lines in " in err
+        assert err.count("events check: 6 lines in ") == 1  # the last: all of them, once
+
+    def test_a_short_one_says_nothing_of_progress(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = self.file(tmp_path)
+        monkeypatch.setattr("moments.events_cli.PROGRESS_EVERY", 2)
+        self.clock(monkeypatch, step_s=0.001)
+        assert main(["events", "check", "--now", "2026-11-22T10:00:00+08:00", str(path)]) == 0
+        assert "events check: " not in capsys.readouterr().err
