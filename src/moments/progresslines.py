@@ -26,10 +26,10 @@ def _duration(seconds: float) -> str:
 
 
 class ProgressLines:
-    """Says `label: N events in T s (R/s), P% done, about D left` through `write` at most
-    every `every_s` (`PROGRESS_EVERY_S` unless given) of `clock` (`CLOCK` unless given;
-    checking the clock only, cheap enough to call per batch), and once more at the end
-    (`finish`)."""
+    """Says `label: N events in T s (R/s), P% done, about D left` (`N records`: `unit`)
+    through `write` at most every `every_s` (`PROGRESS_EVERY_S` unless given) of `clock`
+    (`CLOCK` unless given; checking the clock only, cheap enough to call per batch), and
+    once more at the end (`finish`)."""
 
     def __init__(
         self,
@@ -37,8 +37,10 @@ class ProgressLines:
         write: Callable[[str], None],
         every_s: float | None = None,
         clock: Callable[[], float] | None = None,
+        unit: str = "events",
     ) -> None:
         self.label = label
+        self.unit = unit
         self.write = write
         self.every_s = PROGRESS_EVERY_S if every_s is None else every_s
         self.clock = CLOCK if clock is None else clock
@@ -74,7 +76,7 @@ class ProgressLines:
     def line(self, events: int, fraction: float | None, now: float) -> str:
         elapsed = now - self.started
         rate = events / elapsed if elapsed > 0 else 0.0
-        text = f"{self.label}: {events:,} events in {elapsed:.0f} s ({rate:,.0f}/s)"
+        text = f"{self.label}: {events:,} {self.unit} in {elapsed:.0f} s ({rate:,.0f}/s)"
         if fraction is not None and 0 < fraction < 1:
             left = elapsed * (1 - fraction) / fraction
             text += f", {fraction:.0%} done, about {_duration(left)} left"

@@ -18,6 +18,8 @@ from moments.settings import Settings
 if TYPE_CHECKING:  # rich is imported by the commands that draw a bar: not by the worker
     from rich.console import Console
 
+    from moments.progresslines import ProgressLines
+
 Progress = Callable[[int, int], None]
 """Called with (records read, records to read)."""
 
@@ -42,9 +44,23 @@ class ReadBar:
             redirect_stdout=sys.stdout.isatty(),
         )
         self.task = self.progress.add_task("read", total=None)
+        # The bar is drawn on a terminal only: in a log (`kubectl exec` with no -t, as the
+        # docs run these commands), a line every 10 s instead.
+        self.lines = None if console.is_terminal else _log_lines(console, topic)
 
     def __call__(self, done: int, total: int) -> None:
         self.progress.update(self.task, completed=done, total=total)
+        if self.lines is not None:
+            self.lines.update(done, done / total if total else None)
+
+
+def _log_lines(console: Console, topic: str) -> ProgressLines:
+    from moments.progresslines import ProgressLines
+
+    def write(text: str) -> None:
+        print(text, file=console.file, flush=True)
+
+    return ProgressLines(f"reading {topic}", write, unit="records")
 
 
 class TopicReader:
