@@ -397,7 +397,18 @@ def _cmd_calendar_export(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"moments: {exc}", file=sys.stderr)
         return 2
-    calendar = load_calendar(args.source)
+    if (source := args.source) is not None and (not source.exists() or source.is_dir()):
+        # A path given wrong is set-up, 2, as for every command (README, exit codes): it
+        # was "holiday calendar refused", 1, the heading of a file read and found wanting.
+        said = (
+            "a folder; --from takes one operator calendar file (.yaml)"
+            if source.is_dir()
+            else f"no such calendar file (a path from {Path.cwd()}); check the path, or "
+            "leave --from out for China's greeting days"
+        )
+        print(f"moments: --from {source}: {said}", file=sys.stderr)
+        return 2
+    calendar = load_calendar(source)
     text = export_calendar(calendar, years)
     if missing := calendar.missing(calendar.package_keys, years):
         # The file says `defaults: false`: loaded, it would leave those years with no day.

@@ -27,6 +27,16 @@ COMMANDS = {
     "backtest --events, a folder": ["backtest", "--events", "{folder}", "--out", "{out}"],
     "state seed": ["state", "seed", "--events", "{missing}", "--dry-run"],
     "state decode": ["state", "decode", "{missing}"],
+    # a new user's first hour (review): "holiday calendar refused", exit 1
+    "calendar export --from": ["calendar", "export", "--years", "2027", "--from", "{missing}"],
+    "calendar export --from, a folder": [
+        "calendar",
+        "export",
+        "--years",
+        "2027",
+        "--from",
+        "{folder}",
+    ],
 }
 
 
