@@ -419,6 +419,29 @@ def said_refused(console: Console, seeded: Seeded) -> None:
     console.print(by_reason)
 
 
+def _shown_field(stored: bytes) -> str | None:
+    """The first field of `SubscriberState` that `stored` names as `state show` writes it
+    (`first_seen`; in `--json`'s `record` too), or None: a stored record's keys are one
+    letter each (`SubscriberState.to_json`), so a document with a field's name is no record."""
+    import dataclasses
+
+    import orjson
+
+    from moments.state import SubscriberState
+
+    if stored[:1] != b"{":
+        return None
+    try:
+        doc = orjson.loads(stored)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(doc, dict) and isinstance(doc.get("record"), dict):
+        doc = doc["record"]
+    if not isinstance(doc, dict):
+        return None
+    return next((f.name for f in dataclasses.fields(SubscriberState) if f.name in doc), None)
+
+
 def _cmd_decode(args: argparse.Namespace) -> int:
     import orjson
 
@@ -448,6 +471,14 @@ def _cmd_decode(args: argparse.Namespace) -> int:
             f"moments: {name} is not a subscriber record (it starts with "
             f"{mask_text(repr(stored[:8]))}; a record starts with zstd's 28 b5 2f fd or "
             f"`{{`): {DECODE_WANTS}",
+            file=sys.stderr,
+        )
+        return 1
+    if (shown := _shown_field(stored)) is not None:
+        # It starts with `{` as a plain record does, and was printed as an empty one.
+        print(
+            f"moments: {name} holds what `moments state show` prints ({shown}, ...), not a "
+            f"record: {DECODE_WANTS}",
             file=sys.stderr,
         )
         return 1

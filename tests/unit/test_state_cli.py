@@ -241,3 +241,28 @@ def test_series_rings_and_offsets_read_as_windows_and_partitions(
     assert shown["seen"] == {"usage": "2026-12-04T16:00:00Z"}
     assert main(["state", "decode", str(path), "--json"]) == 0
     assert orjson.loads(capsys.readouterr().out)["series"][spend.tag] == ring
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        b'{"subscriber_id": "13800138000", "record": {"first_seen": {}, "watermark": 1}}\n',
+        b'{\n  "first_seen": {},\n  "watermark": "2026-12-08T03:41:00Z"\n}\n',
+    ],
+    ids=["state show --json", "the record part of it"],
+)
+def test_what_state_show_prints_is_told_apart_from_a_stored_record(
+    given: bytes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A new user's first hour (review): the line `moments state show --json` prints, saved
+    and given to `state decode`, starts with `{` as a plain record does, and was printed as
+    an empty record, exit 0: the subscriber's state looked empty. Its field names are
+    `state show`'s, none of which a stored record has; it is refused with what to give."""
+    path = tmp_path / "shown.json"
+    path.write_bytes(given)
+    assert main(["state", "decode", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    said = " ".join(err.split())
+    assert f"{path} holds what `moments state show` prints (first_seen, ...), not a record" in said
+    assert "kcat -C" in said
