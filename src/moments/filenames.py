@@ -8,7 +8,7 @@ they import anything else."""
 
 from __future__ import annotations
 
-from pathlib import PurePath
+from pathlib import Path, PurePath
 
 
 def gzipped(path: PurePath | str) -> bool:
@@ -20,3 +20,22 @@ def is_csv(path: PurePath | str) -> bool:
     """The name ends in `.csv` or `.csv.gz`, in any case."""
     name = str(path).lower()
     return name.removesuffix(".gz").endswith(".csv")
+
+
+def close_rules_path(path: Path) -> str:
+    """`; did you mean 'my-rules/low-balance.yaml'?` for a rules path that is not there but
+    close to a rules file (`.yml` for `.yaml`) or folder (`my-rule/`) beside where it
+    points; or empty. A misspelt rule id or field was told the close one, a misspelt rules
+    path only "check the path"."""
+    import difflib
+
+    try:
+        near = [
+            p.name
+            for p in path.parent.iterdir()
+            if not p.name.startswith(".") and (p.is_dir() or p.suffix.lower() in (".yaml", ".yml"))
+        ]
+    except OSError:  # its folder is not there either
+        return ""
+    close = difflib.get_close_matches(path.name, near, n=1, cutoff=0.75)
+    return f"; did you mean {str(path.parent / close[0])!r}?" if close else ""

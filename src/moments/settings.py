@@ -356,7 +356,12 @@ class Settings(BaseSettings):
     @classmethod
     def _rules(cls, value: Path | None) -> Path | None:
         if value is not None and not value.exists():
-            raise ValueError(f"{value} does not exist; point it at a rules .yaml file or folder")
+            from moments.filenames import close_rules_path
+
+            raise ValueError(
+                f"{value} does not exist"
+                + (close_rules_path(value) or "; point it at a rules .yaml file or folder")
+            )
         return value
 
     @field_validator("dispatch_policy")

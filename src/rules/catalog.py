@@ -20,6 +20,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 from moments.errortext import error_text
+from moments.filenames import close_rules_path
 from moments.models import EVENT_MODELS, EventType, ProfileEvent
 from moments.sources import SOURCE_CODES
 from rules import spec as sp
@@ -312,7 +313,8 @@ def _read(path: Path) -> list[tuple[str, str]]:
     except FileNotFoundError as exc:  # a recipe's path copied from another directory
         where = "" if path.is_absolute() else f" (a path from {Path.cwd()})"
         problem = f"cannot read: no such rules file or folder{where}" + (
-            _close_path(path) or "; check the path, give a rules .yaml file or a folder of them"
+            close_rules_path(path)
+            or "; check the path, give a rules .yaml file or a folder of them"
         )
         raise RulesPathError([RuleProblem(str(path), 1, 1, problem)]) from exc
     except OSError as exc:
@@ -323,22 +325,6 @@ def _read(path: Path) -> list[tuple[str, str]]:
     if not texts:
         raise RulesError([RuleProblem(str(path), 1, 1, _no_rules_files(path))])
     return texts
-
-
-def _close_path(path: Path) -> str:
-    """`; did you mean 'my-rules/low-balance.yaml'?` for a rules path misspelt (`.yml` for
-    `.yaml`, `my-rule/`), among the rules files and folders beside where it points; or empty:
-    a misspelt rule id or field was told the close one, a misspelt path only "check it"."""
-    try:
-        near = [
-            p.name
-            for p in path.parent.iterdir()
-            if not p.name.startswith(".") and (p.is_dir() or is_yaml(p))
-        ]
-    except OSError:  # its folder is not there either
-        return ""
-    close = difflib.get_close_matches(path.name, near, n=1, cutoff=0.75)
-    return f"; did you mean {str(path.parent / close[0])!r}?" if close else ""
 
 
 def load_texts(texts: Sequence[tuple[str, str]]) -> RuleSet:

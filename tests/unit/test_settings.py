@@ -545,3 +545,21 @@ class TestWhereCrossFieldValuesCameFrom:
             f"MOMENTS_METRICS_USERNAME_FILE, {tmp_path / 'user'}; MOMENTS_METRICS_PASSWORD "
             "not set (the default)"
         ) in said
+
+
+def test_a_rules_path_misspelt_is_told_the_close_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new user's first hour (review): `MOMENTS_RULES=my-rule/ moments run` of a folder
+    my-rules/ said only "does not exist; point it at a rules .yaml file or folder", where
+    `moments rules validate my-rule/` names the close one."""
+    (tmp_path / "my-rules").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MOMENTS_RULES", "my-rule/")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert "MOMENTS_RULES: my-rule does not exist; did you mean 'my-rules'?" in str(err.value)
+    monkeypatch.setenv("MOMENTS_RULES", "elsewhere/")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert "elsewhere does not exist; point it at a rules .yaml file or folder" in str(err.value)
