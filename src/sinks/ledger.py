@@ -101,14 +101,20 @@ return 0
 # released, and the decision that died is the release's, so the mark takes the score (the
 # release's time). Dated by the leave, a lead that lapsed between the leave and the
 # release was read as sendable then: the group sealed, and its other moments dropped with
-# the lead though the release could not have sent them under its id.
+# the lead though the release could not have sent them under its id. Either way the claim's
+# mark keeps the leave's kind (`C<time>`, `CARRIED_MARK`: a claim's, sealed as any, kept as
+# it is by every later claim), so that a second re-drive, after the first died past its
+# claim, reports it too: its moments' cooldowns kept when it drops them (`Writes.carried`).
+# Written as a plain claim's, the second re-drive of a task judged unsealed (its lead
+# lapsed) returned the cooldown of a moment the withdrawn carrier may have carried.
 # The claim also writes its token (`claimed:<id>`, a day), which a later claim overwrites:
 # the claimer's produce is fenced by it (`_FENCE`), so that a re-drive that stalled past
 # the grace period after its claim sends nothing another worker's claim took since.
 # K: task, its `redriven:<id>` mark, its `claimed:<id>` token; A: id; S: cutoff, now,
 # token, seconds to keep it; SK: pending. {the entry's value when this caller claimed it,
 # its score before (when it went pending this time), the mark an earlier re-drive (or a
-# leave) left ('' for none), '1' where a leave's mark was dated by the score instead (a
+# leave) left ('' for none; `L<time>` or `C<time>` of a leave's kind, `is_carried`), '1'
+# where a leave's mark was dated by the score instead (a
 # release's token found) else ''}; false when it is no longer stale (another worker took
 # it) or no longer pending (expired or settled meanwhile: then it leaves the index).
 _CLAIM_STALE = """
@@ -125,9 +131,9 @@ local mark = before or score
 local released = ''
 if before and string.sub(before, 1, 1) == 'L' then
   if redis.call('EXISTS', K[3]) == 1 then
-    mark, released = score, '1'
+    mark, released = 'C' .. score, '1'
   else
-    mark = string.sub(before, 2)
+    mark = 'C' .. string.sub(before, 2)
   end
 end
 local left = redis.call('PTTL', K[1])
@@ -537,7 +543,15 @@ LEFT_MARK = b"L"
 the moments of the task may have gone out inside another carrier, withdrawn since, so its
 drop keeps their cooldowns; its id itself never went out (not `Ledger.redriven`: not
 sealed, not withdrawn) until a re-drive claims it (`_CLAIM_STALE` turns the mark into its
-own, the time kept). A claim's mark is the time alone, or `1` from an older build."""
+own, `CARRIED_MARK`, the time kept). A claim's mark is the time alone, or `1` from an older
+build."""
+CARRIED_MARK = b"C"
+"""What the `redriven:<id>` mark a re-drive's claim made of a leave's begins with
+(`C<time>`, `_CLAIM_STALE`): a claim's mark (`Ledger.redriven`: sealed, withdrawn when
+dropped) that keeps the leave's kind, so that every later claim reports it too
+(`claim_stale`'s `carried`: the moments' cooldowns kept when dropped). A build before it
+wrote the time alone, and a second re-drive returned those cooldowns; one that reads a
+`C<time>` mark finds no time in it, and judges the task sealed."""
 
 
 def is_left(mark: bytes) -> bool:
@@ -545,14 +559,27 @@ def is_left(mark: bytes) -> bool:
     return mark.startswith(LEFT_MARK)
 
 
+def is_carried(mark: bytes) -> bool:
+    """Whether a `redriven:<id>` mark says a leave made the task: a leave's own
+    (`LEFT_MARK`) or the claim's a re-drive made of one (`CARRIED_MARK`)."""
+    return mark.startswith((LEFT_MARK, CARRIED_MARK))
+
+
+def claimed_mark(mark: bytes) -> bytes:
+    """The mark a re-drive's claim makes of a leave's (`_CLAIM_STALE`): `L<time>` becomes
+    `C<time>`; any other is kept as it is."""
+    return CARRIED_MARK + mark.removeprefix(LEFT_MARK) if is_left(mark) else mark
+
+
 def first_pending_of(mark: bytes) -> float | None:
     """When a re-driven task first went pending, as its `redriven:<id>` mark holds it
-    (`_CLAIM_STALE`; a leave's, `LEFT_MARK`, when its decision judged it); None for a mark
+    (`_CLAIM_STALE`; a leave's, `LEFT_MARK`, when its decision judged it, as the claim's
+    made of it, `CARRIED_MARK`, holds it on); None for a mark
     an older build wrote ('1'), which does not say, and for the `1` a merged moment dropped
     with a carrier that may have gone out bears (`_LEAVE`, `Leave.went_out`): both judged
     sealed (`sealed_alone`)."""
     try:
-        at = float(mark.removeprefix(LEFT_MARK))
+        at = float(mark[1:] if is_carried(mark) else mark)
     except ValueError:
         return None
     return None if mark == b"1" or not math.isfinite(at) else at
@@ -916,7 +943,9 @@ class TaskLedger:
                 if mark and not released
             )
         if carried is not None:
-            carried.update(i for i, (_, _, mark, _) in claimed if mark and is_left(as_bytes(mark)))
+            carried.update(
+                i for i, (_, _, mark, _) in claimed if mark and is_carried(as_bytes(mark))
+            )
         return [(i, as_bytes(value)[1:]) for i, (value, _, _, _) in claimed]
 
     async def fence(self, claimed: Collection[str], moved: Collection[str], token: str) -> set[str]:

@@ -32,7 +32,9 @@ from sinks.ledger import (
     WITHDRAWN_MEMBER,
     Unanswered,
     Voided,
+    claimed_mark,
     first_pending_of,
+    is_carried,
     is_left,
     moved_bytes,
     moved_of,
@@ -314,13 +316,13 @@ class MemoryLedger:
             released = left and self._live(self.claim_tokens, task_id) is not None
             if first_pending is not None and mark is not None and not released:
                 first_pending[task_id] = first_pending_of(mark.value)
-            if carried is not None and left:
+            if carried is not None and mark is not None and is_carried(mark.value):
                 carried.add(task_id)
             entry = self.entries[task_id]
             first = mark.value if mark is not None else repr(score).encode()
             if released:
-                first = repr(score).encode()
-            first = first.removeprefix(LEFT_MARK)  # a leave's mark made the claim's
+                first = LEFT_MARK + repr(score).encode()
+            first = claimed_mark(first)  # a leave's mark made the claim's, its kind kept
             self.redriven_marks[task_id] = _Entry(first, entry.expires_at)
             self.claim_tokens[task_id] = _Entry(held, now + CLAIM_TOKEN_KEPT_S)  # as Redis
             if since is not None:

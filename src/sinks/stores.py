@@ -278,9 +278,12 @@ class Ledger(Protocol):
         (`L<time>`, `Leave.went_out`) becomes the claim's with the leave's time, or, where
         the entry holds a release's token (parked since the leave, then released, and the
         release's worker died), with the score, the release's time: that decision is the
-        one the re-drive repeats (not in `first_pending` then). `carried`, when given,
-        takes the ids whose mark was a leave's: their moments may have gone out inside
-        another carrier (`Writes.carried`: their cooldowns kept when dropped)."""
+        one the re-drive repeats (not in `first_pending` then); either way the claim's mark
+        keeps the leave's kind (`C<time>`, `sinks.ledger.CARRIED_MARK`), kept as it is by
+        every later claim. `carried`, when given, takes the ids whose mark was a leave's, or
+        a claim's made of one: their moments may have gone out inside another carrier
+        (`Writes.carried`: their cooldowns kept when dropped), whichever re-drive decides
+        them (the first one's worker dead past its claim, the second's too)."""
         ...
 
     async def fence(self, claimed: Collection[str], moved: Collection[str], token: str) -> set[str]:

@@ -179,3 +179,39 @@ async def test_the_claim_dates_a_leaves_mark_by_a_release_since(
     assert first == ({} if released else {LEAD: left_at})
     assert await ledger.first_pending([LEAD]) == {LEAD: dated}
     assert await ledger.redriven_carried([LEAD]) == ({LEAD}, set())
+
+
+@pytest.mark.parametrize("released", [False, True])
+async def test_a_second_redrive_keeps_the_leaves_kind_after_the_first_died_at_its_claim(
+    stores: DispatchStores, released: bool
+) -> None:
+    """Two crashes and a lead that lapsed: the task carrying a withdrawn call's moments on
+    is claimed by a first re-drive whose worker dies right after the claim (`claim_stale`,
+    nothing decided), and a second re-drive, a grace period later, decides it. Judged
+    unsealed (the leave dated after the lead's last send; or, `released`, the task parked
+    and released since, the release's worker dead mid-decision, and the lead lapsed before
+    the release), the lead is dropped `expired` and the other moment goes out under its
+    own id, as after one crash; the lead's moment may have gone out inside the withdrawn
+    call, so its rule's cooldown is kept. Before, the first claim turned the leave's mark
+    into a plain claim's, the second claim reported no leave (`carried` empty), and the
+    second re-drive returned the cooldown: the rule free to fire again for a customer the
+    call may have reached."""
+    now = dt.datetime.now(dt.UTC)
+    if released:
+        await rehomed(stores, now - dt.timedelta(minutes=1), time.time() - 3600)
+        parking = Parking(LEAD, SUB, b"", time.time() - 1, 1800.0)
+        assert await stores.deferral.park_many([parking]) == [True]
+        [taken] = await stores.deferral.release(time.time(), 10, token="R")
+        assert taken.task_id == LEAD  # the release's worker dies here
+    else:
+        await rehomed(stores, now - dt.timedelta(minutes=30), time.time() - 600)
+    carried: set[str] = set()
+    first_claim = await stores.ledger.claim_stale(-1.0, token="first", carried=carried)
+    assert [i for i, _ in first_claim] == [LEAD]
+    assert carried == {LEAD}  # the first re-drive's worker dies here
+    sink, produced, returns = worker(stores)
+    assert await sink.redrive(-1.0) == 1
+    assert [orjson.loads(p.payload)["task_id"] for p in produced.sent] == [OTHER]
+    assert [await stores.ledger.state(i) for i in (LEAD, OTHER)] == ["dropped", "sent"]
+    assert returns.take() == []
+    assert await stores.ledger.owed_returns(-1.0) == []
