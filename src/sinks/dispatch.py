@@ -1159,7 +1159,7 @@ class TaskSink:
                 if r.carrier_id in over_cap:
                     w.counted.append(fit.sent)
             leaves += j.fitting.split(r, fit, w, went.get(r.carrier_id))
-        await self._owed.owe(w)
+        await self._owed.owe(w, "" if held is None else held.token)
         lost = await self._leave(leaves, held, w.owed, w.unwritten)
         if lost:
             to_send = [t for t in to_send if t.task_id not in lost]
@@ -1428,7 +1428,7 @@ class TaskSink:
                     for t in kept
                 ]
                 routes.append(Route(c, lead.task_id, kept, merge_tasks(lead.task_id, kept), moved))
-        await self._owed.owe(w)
+        await self._owed.owe(w, "" if held is None else held.token)
         lost = await self._leave(leaves, held, w.owed, w.unwritten)
         return [r for r in routes if r.carrier_id not in lost]
 

@@ -335,15 +335,22 @@ return 0
 # carrier: it went out there, or goes as that worker decides (a drop of it owes its own).
 # Kept, it stayed owed for good (`OwedReturns.send_owed` keeps a merged moment's) and was
 # sent once the entry lapsed; written, the drop sent it for a moment that went out, its
-# rule free to fire again: a second contact.
+# rule free to fire again: a second contact. Only a return this decision owes itself
+# (K[8], the owners of the returns owed, names its token, `_OWE_RETURNS`): the worker that
+# claimed the carrier since may owe one under the same key, for the same drop, before its
+# leave is written; forgotten here, and that worker dead before sending it, no timer found
+# it: the moment dropped, its rule's cooldown held, a fire missed.
 _LEAVE = """
 if A[10] ~= '' then
   local held = redis.call('GET', K[5])
   if held ~= A[10] and (held or A[11] ~= '') then
     if A[12] ~= '' and redis.call('GET', K[1]) == 'M' .. A[1] then
       for id in string.gmatch(A[12], '%S+') do
-        redis.call('ZREM', K[6], id)
-        redis.call('HDEL', K[7], id)
+        if redis.call('HGET', K[8], id) == A[10] then
+          redis.call('ZREM', K[6], id)
+          redis.call('HDEL', K[7], id)
+          redis.call('HDEL', K[8], id)
+        end
       end
     end
     return 0
@@ -387,8 +394,9 @@ return 1
 
 
 # Returns owed for longer than the cutoff, each re-scored now so that one worker at a time
-# sends it again. K: returns (by time owed), records; A: cutoff, now, limit. Flat
-# [id, record, ...]; an id whose record is gone leaves the index.
+# sends it again. K: returns (by time owed), records (and, for cooldown returns, their
+# owners); A: cutoff, now, limit. Flat [id, record, ...]; an id whose record is gone
+# leaves the index (and the owners).
 _OWED = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
 local out = {}
@@ -400,27 +408,38 @@ for _, id in ipairs(ids) do
     table.insert(out, record)
   else
     redis.call('ZREM', KEYS[1], id)
+    if KEYS[3] then redis.call('HDEL', KEYS[3], id) end
   end
 end
 return out
 """
 
 
-# KEYS: returns (owed, by time), return records; ARGV: now, then id, record pairs. Each
-# record and its time in one step: a script, not MULTI (the ACL docs/security.md
-# recommends grants no @transaction).
+# KEYS: returns (owed, by time), return records (and, for cooldown returns, their owners:
+# id -> the token of the fenced decision that owes it, `Held`, which a refused leave
+# reads, `_LEAVE`); ARGV: now, the owner ('' for none: any owner an earlier decision
+# left is deleted), then id, record pairs. Each record and its time in one step: a
+# script, not MULTI (the ACL docs/security.md recommends grants no @transaction).
 _OWE_RETURNS = """
-for i = 2, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
   redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
+  if KEYS[3] then
+    if ARGV[2] ~= '' then
+      redis.call('HSET', KEYS[3], ARGV[i], ARGV[2])
+    else
+      redis.call('HDEL', KEYS[3], ARGV[i])
+    end
+  end
 end
 return 0
 """
 
-# KEYS: returns, return records; ARGV: ids. Settled: out of both in one step.
+# KEYS: returns, return records (and owners); ARGV: ids. Settled: out of all in one step.
 _SETTLE_RETURNS = """
 redis.call('ZREM', KEYS[1], unpack(ARGV))
 redis.call('HDEL', KEYS[2], unpack(ARGV))
+if KEYS[3] then redis.call('HDEL', KEYS[3], unpack(ARGV)) end
 return 0
 """
 
@@ -637,6 +656,9 @@ class TaskLedger:
         """Cooldown returns owed: task id -> when (moments.cooldowns, `owe_returns`)."""
         self.return_records_key = f"{prefix}returns:records"
         """Task id -> the record of its cooldown return while it is owed."""
+        self.return_owners_key = f"{prefix}returns:owners"
+        """Task id -> the token of the fenced decision that owes its cooldown return (none:
+        an unfenced one's), while it is owed (`owe_returns`' `owner`, read by `_LEAVE`)."""
         self.withdrawals_key = f"{prefix}withdrawals"
         """Withdrawals owed (`owe_withdrawals`): task id -> when."""
         self.withdrawal_records_key = f"{prefix}withdrawals:records"
@@ -646,7 +668,7 @@ class TaskLedger:
         self._fence = BatchScript(redis, _FENCE, keys=2, args=2)
         self._settle = BatchScript(redis, _SETTLE, keys=11, args=13)
         self._first_unknown = redis.register_script(_FIRST_OUTCOME_UNKNOWN)
-        self._leave = BatchScript(redis, _LEAVE, keys=7, args=12)
+        self._leave = BatchScript(redis, _LEAVE, keys=8, args=12)
         self._withdrawn = BatchScript(redis, _WITHDRAWN, keys=2, args=1)
         self._owed = redis.register_script(_OWED)
         self._owe = redis.register_script(_OWE_RETURNS)
@@ -845,6 +867,7 @@ class TaskLedger:
                 self.claimed_key(i.carrier_id),
                 self.returns_key,
                 self.return_records_key,
+                self.return_owners_key,
             )
             marked = "1" if i.went_out else ""
             at = "" if i.went_at is None else repr(i.went_at)
@@ -964,17 +987,23 @@ class TaskLedger:
             later = time.time() + seconds
             await self.redis.zadd(self.pending_key, dict.fromkeys(task_ids, later), xx=True)
 
-    async def owe_returns(self, items: Sequence[tuple[str, bytes]]) -> None:
-        """See `sinks.stores.Ledger.owe_returns`: the record and its time, in one step."""
-        await self._owe_into((self.returns_key, self.return_records_key), items)
+    @property
+    def _return_keys(self) -> tuple[str, ...]:
+        """The returns owed by time, their records and their owners."""
+        return (self.returns_key, self.return_records_key, self.return_owners_key)
+
+    async def owe_returns(self, items: Sequence[tuple[str, bytes]], owner: str = "") -> None:
+        """See `sinks.stores.Ledger.owe_returns`: the record, its time and its owner, in
+        one step."""
+        await self._owe_into(self._return_keys, items, owner)
 
     async def owed_returns(self, older_than: float, limit: int = 500) -> list[tuple[str, bytes]]:
         """See `sinks.stores.Ledger.owed_returns`."""
-        return await self._owed_of((self.returns_key, self.return_records_key), older_than, limit)
+        return await self._owed_of(self._return_keys, older_than, limit)
 
     async def settle_returns(self, task_ids: Sequence[str]) -> None:
         """See `sinks.stores.Ledger.settle_returns`."""
-        await self._settle_of((self.returns_key, self.return_records_key), task_ids)
+        await self._settle_of(self._return_keys, task_ids)
 
     async def owe_withdrawals(self, items: Sequence[tuple[str, bytes]]) -> None:
         """See `sinks.stores.Ledger.owe_withdrawals`: kept as cooldown returns are, under
@@ -992,23 +1021,26 @@ class TaskLedger:
         """See `sinks.stores.Ledger.settle_withdrawals`."""
         await self._settle_of((self.withdrawals_key, self.withdrawal_records_key), task_ids)
 
-    async def _owe_into(self, keys: tuple[str, str], items: Sequence[tuple[str, bytes]]) -> None:
-        """Each (id, record) owed from now: `keys` are the index by time and the records."""
+    async def _owe_into(
+        self, keys: tuple[str, ...], items: Sequence[tuple[str, bytes]], owner: str = ""
+    ) -> None:
+        """Each (id, record) owed from now: `keys` are the index by time and the records
+        (and, for cooldown returns, their owners, each `owner`)."""
         if not items:
             return
-        args: list[str | bytes | float] = [time.time()]
+        args: list[str | bytes | float] = [time.time(), owner]
         for task_id, record in dict(items).items():
             args += [task_id, record]
         await self._owe(keys=list(keys), args=args)
 
     async def _owed_of(
-        self, keys: tuple[str, str], older_than: float, limit: int
+        self, keys: tuple[str, ...], older_than: float, limit: int
     ) -> list[tuple[str, bytes]]:
         now = time.time()
         flat: list[Any] = await self._owed(keys=list(keys), args=[now - older_than, now, limit])
         return [(as_bytes(flat[n]).decode(), as_bytes(flat[n + 1])) for n in range(0, len(flat), 2)]
 
-    async def _settle_of(self, keys: tuple[str, str], task_ids: Sequence[str]) -> None:
+    async def _settle_of(self, keys: tuple[str, ...], task_ids: Sequence[str]) -> None:
         for start in range(0, len(task_ids), _SETTLE_CHUNK):
             await self._settle_owed(
                 keys=list(keys), args=list(task_ids[start : start + _SETTLE_CHUNK])

@@ -87,6 +87,8 @@ class MemoryLedger:
         self.outcomes: dict[str, _Entry] = {}
         self.owed: dict[str, float] = {}  # cooldown returns owed: task id -> when
         self.owed_records: dict[str, bytes] = {}
+        self.owed_owners: dict[str, str] = {}
+        """The token of the fenced decision that owes each return (`owe_returns`' `owner`)."""
         self.owed_withdrawals_at: dict[str, float] = {}  # withdrawals owed: task id -> when
         self.owed_notices: dict[str, bytes] = {}
         self.awaiting: dict[str, dict[str, float]] = {c: {} for c in CHANNELS}
@@ -256,8 +258,9 @@ class MemoryLedger:
             ):
                 # As `_LEAVE`: another worker's re-drive claimed the carrier since; the
                 # returns owed for a moment still in it are forgotten.
-                if merged and i.returns:
-                    self._settle_of(self.owed, self.owed_records, i.returns)
+                if merged and i.returns:  # only those it owes itself, as `_LEAVE`
+                    own = [k for k in i.returns if self.owed_owners.get(k) == held.token]
+                    self._settle_returns(own)
                 out.append(False)
                 continue
             if entry is None or not merged:
@@ -358,14 +361,24 @@ class MemoryLedger:
             if task_id in self.pending:
                 self.pending[task_id] = later
 
-    async def owe_returns(self, items: Sequence[tuple[str, bytes]]) -> None:
+    async def owe_returns(self, items: Sequence[tuple[str, bytes]], owner: str = "") -> None:
         self._owe_into(self.owed, self.owed_records, items)
+        for task_id, _ in items:  # as `_OWE_RETURNS`: none, an earlier owner's forgotten
+            if owner:
+                self.owed_owners[task_id] = owner
+            else:
+                self.owed_owners.pop(task_id, None)
 
     async def owed_returns(self, older_than: float, limit: int = 500) -> list[tuple[str, bytes]]:
         return self._owed_of(self.owed, self.owed_records, older_than, limit)
 
     async def settle_returns(self, task_ids: Sequence[str]) -> None:
+        self._settle_returns(task_ids)
+
+    def _settle_returns(self, task_ids: Sequence[str]) -> None:
         self._settle_of(self.owed, self.owed_records, task_ids)
+        for task_id in task_ids:
+            self.owed_owners.pop(task_id, None)
 
     async def owe_withdrawals(self, items: Sequence[tuple[str, bytes]]) -> None:
         self._owe_into(self.owed_withdrawals_at, self.owed_notices, items)

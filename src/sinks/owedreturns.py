@@ -35,17 +35,21 @@ class OwedReturns:
         self._redis = redis
         self.metrics = metrics
 
-    async def owe(self, w: Writes) -> None:
+    async def owe(self, w: Writes, owner: str = "") -> None:
         """Note in the ledger the cooldown returns noted so far (of rules with a cooldown),
         before their drops are written: a worker that dies after writing a drop leaves its
-        return owed, and any worker's timer sends it (`resend`)."""
+        return owed, and any worker's timer sends it (`resend`). `owner`: the fenced
+        decision's token (`Held`; '' for none), whose refused leave forgets only its own
+        (`Ledger.owe_returns`)."""
         if not w.returned or self.returns is None:
             return
         owed = self.returns.wanted(w.returned)
         w.returned = []
         if owed:
             items = [(r.owed_key, r.to_bytes()) for r in owed]
-            await self._redis(lambda: self.ledger.owe_returns(items), "noting cooldown returns")
+            await self._redis(
+                lambda: self.ledger.owe_returns(items, owner), "noting cooldown returns"
+            )
             w.owed += owed
 
     async def send(self, owed: Sequence[CooldownReturn]) -> int:

@@ -249,7 +249,11 @@ class Ledger(Protocol):
         (another worker's re-drive claimed it since: it sent the moment inside it, or
         decides it), the returns the item owes for it (`Leave.returns`) are forgotten in
         that step: written, the drop sent a return for a moment that went out (its rule
-        fired again, a second contact); kept, they stayed owed until the entry lapsed."""
+        fired again, a second contact); kept, they stayed owed until the entry lapsed. Only
+        those the item's decision owes itself (`owe_returns`' `owner`, its token): the
+        worker that claimed the carrier since may owe one under the same key before its
+        own leave is written, which forgotten here, that worker dead before sending it,
+        was lost (the moment dropped, its rule's cooldown held)."""
         ...
 
     async def claim_stale(
@@ -303,12 +307,16 @@ class Ledger(Protocol):
         trip. An entry no longer pending is left as it is."""
         ...
 
-    async def owe_returns(self, items: Sequence[tuple[str, bytes]]) -> None:
+    async def owe_returns(self, items: Sequence[tuple[str, bytes]], owner: str = "") -> None:
         """Note the cooldown returns (key, record) of moments about to be dropped, in one
         round trip, before their drops are written; each stays owed until
         `settle_returns` (moments.cooldowns, `OwedReturns.send`). The key is the
         return's `owed_key`: its task's id, or, for a moment that task carried in
-        `related`, that and the moment's own (one task may owe several)."""
+        `related`, that and the moment's own (one task may owe several). `owner`: the
+        token of the fenced decision that owes them (`Held`; '' for none), the only one
+        whose refused leave forgets them (`leave_many`): another worker's re-drive that
+        claimed the carrier since may owe one under the same key, a later owe's owner
+        replacing the earlier's."""
         ...
 
     async def owed_returns(self, older_than: float, limit: int = 500) -> list[tuple[str, bytes]]:

@@ -10,6 +10,7 @@ owed for good, and was sent once the moment's entry lapsed)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -50,7 +51,9 @@ async def stores(request: pytest.FixtureRequest, redis_db: str) -> AsyncIterator
         await client.aclose()
 
 
-def task(task_id: str, rule: str, channel: Channel, at: dt.datetime) -> ServiceTask:
+def task(
+    task_id: str, rule: str, channel: Channel, at: dt.datetime, expires: dt.datetime | None = None
+) -> ServiceTask:
     return ServiceTask(
         task_id=task_id,
         subscriber_id=SUB,
@@ -63,7 +66,7 @@ def task(task_id: str, rule: str, channel: Channel, at: dt.datetime) -> ServiceT
         triggered_at=at,
         created_at=at,
         deliver_after=at,
-        expires_at=at + dt.timedelta(days=3),
+        expires_at=at + dt.timedelta(days=3) if expires is None else expires,
         evidence=["e1"],
     )
 
@@ -95,13 +98,17 @@ def profile(opt_out: list[str], at: dt.datetime) -> ProfileEvent:
     )
 
 
-async def a_call_waiting_with_an_sms_inside(stores: DispatchStores, now: dt.datetime) -> None:
+async def a_call_waiting_with_an_sms_inside(
+    stores: DispatchStores, now: dt.datetime, call_expires: dt.datetime | None = None
+) -> None:
     """The call waits in the deferral queue, due now (parked by a decision, not a re-drive:
-    not taken as possibly sent), the SMS moment merged into it."""
+    not taken as possibly sent), the SMS moment merged into it. The call expires in three
+    days, or at `call_expires`."""
     made = now - dt.timedelta(minutes=5)
+    call = task(CALL, "call", Channel.OUTBOUND_CALL, made, call_expires)
     await stores.ledger.claim(
         [
-            (CALL, task_bytes(task(CALL, "call", Channel.OUTBOUND_CALL, made))),
+            (CALL, task_bytes(call)),
             (SMS, task_bytes(task(SMS, "sms", Channel.SMS, made))),
         ]
     )
@@ -190,7 +197,9 @@ async def test_a_leave_is_written_only_while_its_carrier_is_held(stores: Dispatc
     """The store's fence alone: A took the call (token A), B's re-drive claimed it since
     (token B). A's leave of the moment (dropped, moved out under its own id, or to another
     group) is refused, the moment left merged, and the return A owed for it forgotten; a
-    return owed under another id is kept. B's leave is written. Before, A's leaves were
+    return owed under another id is kept, and so is one B owes under the moment's key
+    (B's decision drops it too: its own leave is still to be written). B's leave is
+    written. Before, A's leaves were
     written (the moment still `M<call>`): moved out under its own id, A's fence (no
     token on it) held it, and A published a moment B's call carried."""
     now = dt.datetime.now(dt.UTC)
@@ -199,7 +208,7 @@ async def test_a_leave_is_written_only_while_its_carrier_is_held(stores: Dispatc
     assert [t.task_id for t in await stores.deferral.release(time.time(), 10, token="A")] == [CALL]
     await ledger.postpone([CALL], -3600.0)  # A stalled past the grace period
     assert [i for i, _ in await ledger.claim_stale(-1.0, token="B")] == [CALL]
-    await ledger.owe_returns([(SMS, b"r-sms"), ("e" * 32, b"r-other")])
+    await ledger.owe_returns([(SMS, b"r-sms"), ("e" * 32, b"r-other")], owner="A")
     a = Held("A", frozenset({CALL}))
     leaves = [
         Leave(CALL, SMS, b"", to=SMS),
@@ -210,9 +219,82 @@ async def test_a_leave_is_written_only_while_its_carrier_is_held(stores: Dispatc
         assert await ledger.leave_many([leave], held=a) == [False]
         assert await ledger.state(SMS) == "merged"
     assert [i for i, _ in await ledger.owed_returns(-1.0)] == ["e" * 32]
+    await ledger.owe_returns([(SMS, b"r-sms-b")], owner="B")
+    refused = Leave(CALL, SMS, b"", dropped="opt_out", returns=(SMS,))
+    assert await ledger.leave_many([refused], held=a) == [False]
+    assert sorted(await ledger.owed_returns(-1.0)) == [(SMS, b"r-sms-b"), ("e" * 32, b"r-other")]
     b = Held("B", frozenset({CALL}))
     assert await ledger.leave_many([Leave(CALL, SMS, b"", dropped="opt_out")], held=b) == [True]
     assert await ledger.state(SMS) == "dropped"
+
+
+class CrashError(Exception):
+    """A worker killed at that call."""
+
+
+async def test_a_refused_leave_forgets_no_return_another_worker_owes(
+    stores: DispatchStores,
+) -> None:
+    """A stall, then a crash. The call is past its last send (it expires in a minute,
+    sent no later than five minutes before) and the customer opted out of SMS: A's release
+    of the call decides to drop both, the SMS moment's return owed, then stalls before the
+    moment leaves the group. B's re-drive, past the grace period, claims the call and
+    decides the same (the call could not have gone out at its release: not sealed): it
+    owes the moment's return (under the same key) and, before B's leave is written, A's
+    leave lands, refused by its fence, the moment still in the call. B then writes its
+    leave and the call's drop and dies before sending the returns. The return B owes for
+    the moment is still owed, and any worker's timer sends it: the rule's cooldown given
+    back for a moment never sent. Before, A's refusal forgot every return owed under the
+    moment's key, B's too: the rule stayed in cooldown with no task sent, a fire missed."""
+    now = dt.datetime.now(dt.UTC)
+    await a_call_waiting_with_an_sms_inside(stores, now, now + dt.timedelta(minutes=1))
+    a, produced_a, returns_a = worker(stores)
+    b, produced_b, returns_b = worker(stores)
+    await a.subscribers.record_facts([profile(["sms"], now)])
+    a_stalled, b_owed, a_done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    a_leave: Callable[..., Awaitable[set[str]]] = a._leave
+    b_leave: Callable[..., Awaitable[set[str]]] = b._leave
+
+    async def a_stalls(*args: Any, **kwargs: Any) -> set[str]:
+        if any(args[0]):
+            a_stalled.set()
+            await b_owed.wait()
+        return await a_leave(*args, **kwargs)
+
+    async def b_waits_for_a(*args: Any, **kwargs: Any) -> set[str]:
+        b_owed.set()  # its return owed (`OwedReturns.owe` runs right before the leave)
+        await a_done.wait()
+        return await b_leave(*args, **kwargs)
+
+    async def b_dies(*args: Any, **kwargs: Any) -> int:
+        raise CrashError("send")
+
+    a._leave = a_stalls  # type: ignore[method-assign]
+    b._leave = b_waits_for_a  # type: ignore[method-assign]
+    b._owed.send = b_dies  # type: ignore[method-assign]
+
+    async def a_releases() -> int:
+        try:
+            return await a.release_due()
+        finally:
+            a_done.set()
+
+    async def b_redrives() -> None:
+        await a_stalled.wait()
+        with pytest.raises(CrashError):
+            await b._redrive_stale(-1.0)  # past the grace period
+
+    released, _ = await asyncio.gather(a_releases(), b_redrives())
+    assert released == 1
+    assert produced_a.sent == produced_b.sent == []
+    assert returns_a.take() == returns_b.take() == []
+    assert [await stores.ledger.state(i) for i in (CALL, SMS)] == ["dropped", "dropped"]
+    c, _, returns_c = worker(stores)
+    assert await c._owed.resend(-1.0) == 2
+    assert sorted((r.task_id, r.rule_id) for r in returns_c.take()) == [
+        (CALL, "call"),
+        (SMS, "sms"),
+    ]
 
 
 def suppressed(sink: TaskSink, moment_type: str, reason: str) -> float:
