@@ -1268,9 +1268,17 @@ class TaskSink:
                 else i
                 for i in leaves
             ]
-        left = await self._redis(
-            lambda: self.ledger.leave_many(leaves, held), "leaving merge groups"
-        )
+        tries = 0
+
+        async def leave() -> list[bool]:
+            # A retry (its first reply lost) takes its first try's writes as written
+            # (`again`): refused, its drops were counted nowhere, its moved moments left
+            # to their re-drive.
+            nonlocal tries
+            tries += 1
+            return await self.ledger.leave_many(leaves, held, again=tries > 1)
+
+        left = await self._redis(leave, "leaving merge groups")
         lost = {
             i.task_id for i, ok in zip(leaves, left, strict=True) if not ok and i.to == i.task_id
         }

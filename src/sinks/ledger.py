@@ -340,6 +340,13 @@ return 0
 # claimed the carrier since may owe one under the same key, for the same drop, before its
 # leave is written; forgotten here, and that worker dead before sending it, no timer found
 # it: the moment dropped, its rule's cooldown held, a fire missed.
+# A[13]: '1' for a retry of the call (its first reply lost, `sinks.retry.with_retry`): an
+# entry already as this leave writes it, with the fence passed, is this leave's own
+# first try, reply 1 (written: its drop counted suppressed once, `Writes.unwritten`, and
+# a moment moved out under its own id sent now). Reply 0 there, the first try's drop was
+# counted nowhere, and its moved moment was taken for another worker's and left to its
+# re-drive. A carrier another worker's re-drive claimed between the two tries refuses the
+# retry (its own write or that worker's: not told apart, so not counted).
 _LEAVE = """
 if A[10] ~= '' then
   local held = redis.call('GET', K[5])
@@ -356,7 +363,19 @@ if A[10] ~= '' then
     return 0
   end
 end
-if redis.call('GET', K[1]) ~= 'M' .. A[1] then return 0 end
+local v = redis.call('GET', K[1])
+if v ~= 'M' .. A[1] then
+  if A[13] == '' or not v then return 0 end
+  local was = 'M' .. A[5]
+  if A[4] == 'X' then
+    was = 'X' .. A[5]
+  elseif A[4] == 'P' then
+    was = 'P' .. A[3]
+    if A[7] ~= '' then was = 'P' .. A[7] end
+  end
+  if v == was then return 1 end
+  return 0
+end
 redis.call('LREM', K[2], 0, A[3])
 if A[4] == 'X' then
   redis.call('SET', K[1], 'X' .. A[5], 'XX', 'KEEPTTL')
@@ -668,7 +687,7 @@ class TaskLedger:
         self._fence = BatchScript(redis, _FENCE, keys=2, args=2)
         self._settle = BatchScript(redis, _SETTLE, keys=11, args=13)
         self._first_unknown = redis.register_script(_FIRST_OUTCOME_UNKNOWN)
-        self._leave = BatchScript(redis, _LEAVE, keys=8, args=12)
+        self._leave = BatchScript(redis, _LEAVE, keys=8, args=13)
         self._withdrawn = BatchScript(redis, _WITHDRAWN, keys=2, args=1)
         self._owed = redis.register_script(_OWED)
         self._owe = redis.register_script(_OWE_RETURNS)
@@ -844,7 +863,9 @@ class TaskLedger:
         )
         return [reply != 0 for reply in replies]
 
-    async def leave_many(self, items: Sequence[Leave], held: Held | None = None) -> list[bool]:
+    async def leave_many(
+        self, items: Sequence[Leave], held: Held | None = None, again: bool = False
+    ) -> list[bool]:
         """See `sinks.stores.Ledger.leave_many` (`held` checked in the same script,
         `_LEAVE`)."""
         if not items:
@@ -886,6 +907,7 @@ class TaskLedger:
                 token,
                 mine,
                 owed,
+                "1" if again else "",
             )
             calls.append((keys, args))
         done = await self._leave.run(calls, (now, self.ttl), (self.pending_key,))

@@ -71,6 +71,17 @@ class _Entry:
     expires_at: float
 
 
+def _left_as(i: Leave) -> bytes:
+    """The entry a leave of `i` writes (`_LEAVE`): dropped, pending with what it carries,
+    or merged into another carrier."""
+    if i.dropped is not None:
+        return DROPPED + i.dropped.encode()
+    to = i.to or i.task_id
+    if to == i.task_id:
+        return PENDING + (i.carries or i.payload)
+    return MERGED + to.encode()
+
+
 class MemoryLedger:
     """`task:<id>`, the pending index, merge groups and sent bodies as dicts; `facts`: the
     subscribers' facts a confirm looks at (`confirm`'s `made`; None: none recorded)."""
@@ -248,7 +259,9 @@ class MemoryLedger:
                         mark.expires_at = min(mark.expires_at, entry.expires_at)
         return written
 
-    async def leave_many(self, items: Sequence[Leave], held: Held | None = None) -> list[bool]:
+    async def leave_many(
+        self, items: Sequence[Leave], held: Held | None = None, again: bool = False
+    ) -> list[bool]:
         out = []
         for i in items:
             entry = self._live(self.entries, i.task_id)
@@ -264,7 +277,8 @@ class MemoryLedger:
                 out.append(False)
                 continue
             if entry is None or not merged:
-                out.append(False)
+                # As `_LEAVE`: a retry finds its first try's write (its reply lost).
+                out.append(again and entry is not None and entry.value == _left_as(i))
                 continue
             if self._live(self.groups, i.carrier_id) is not None:
                 members = self.group_members.get(i.carrier_id, [])

@@ -239,7 +239,9 @@ class Ledger(Protocol):
         no longer pending is left as it is, True: a drop repeated is harmless)."""
         ...
 
-    async def leave_many(self, items: Sequence[Leave], held: Held | None = None) -> list[bool]:
+    async def leave_many(
+        self, items: Sequence[Leave], held: Held | None = None, again: bool = False
+    ) -> list[bool]:
         """Each item's moment out of its carrier's group, in one round trip: its payload
         leaves `group:<carrier>` and its entry (`M<carrier>`) becomes `X<reason>`, `P`
         with its payload (in `pending`) or `M<to>` (its payload in `group:<to>`). False
@@ -253,7 +255,11 @@ class Ledger(Protocol):
         those the item's decision owes itself (`owe_returns`' `owner`, its token): the
         worker that claimed the carrier since may owe one under the same key before its
         own leave is written, which forgotten here, that worker dead before sending it,
-        was lost (the moment dropped, its rule's cooldown held)."""
+        was lost (the moment dropped, its rule's cooldown held). `again`: a retry of the
+        call, whose first reply was lost: an entry already as its item's leave writes it
+        (the fence passed) is that first try's, True (its drop counted once, its moved
+        moment sent); one another worker's re-drive claimed the carrier of since is
+        refused, whoever wrote it."""
         ...
 
     async def claim_stale(

@@ -248,9 +248,11 @@ async def test_a_moment_going_on_at_its_last_send_is_marked_as_its_decision_judg
     clock.now = sink.policy.last_send(moment(SMS, Channel.SMS, "b", made, 1))
     leave_many = stores.ledger.leave_many
 
-    async def late(items: Sequence[Leave], held: Held | None = None) -> list[bool]:
+    async def late(
+        items: Sequence[Leave], held: Held | None = None, again: bool = False
+    ) -> list[bool]:
         clock.now += 1  # the leave a second after the decision's judgement
-        return await leave_many(items, held)
+        return await leave_many(items, held, again)
 
     stores.ledger.leave_many = late  # type: ignore[method-assign]
     with crashing(stores.ledger, "confirm"):

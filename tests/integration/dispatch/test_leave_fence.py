@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from moments.backtest import CollectingProducer
 from moments.models import Channel, Family, Moment, ProfileEvent, ServiceTask
@@ -343,3 +344,42 @@ async def test_a_release_not_stalled_counts_its_drop(stores: DispatchStores) -> 
     assert await a.release_due() == 1
     assert [orjson.loads(p.payload)["task_id"] for p in produced_a.sent] == [CALL]
     assert suppressed(a, "sms", "opt_out") == 1
+
+
+@pytest.mark.parametrize("opted_out", ["sms", "outbound_call"])
+async def test_a_leave_whose_first_reply_was_lost_is_written_once(
+    stores: DispatchStores, opted_out: str
+) -> None:
+    """The control's release, nobody racing it, but the first reply of its leave is lost
+    (the script ran, the connection dropped): the retry finds the moment as the first try
+    left it and takes that as written. Opted out of SMS, the moment dropped is counted
+    suppressed once and the call goes without it; opted out of calls, the call is
+    dropped and the moment, moved out under its own id, goes out now. Before, the retry
+    found the moment no longer `M<call>` and said not written: the drop was counted
+    nowhere, and the moved moment was left to its re-drive, a grace period late."""
+    now = dt.datetime.now(dt.UTC)
+    await a_call_waiting_with_an_sms_inside(stores, now)
+    a, produced_a, _ = worker(stores)
+    await a.subscribers.record_facts([profile([opted_out], now)])
+    leave_many: Callable[..., Awaitable[list[bool]]] = stores.ledger.leave_many
+    tries: list[int] = []
+
+    async def first_reply_lost(*args: Any, **kwargs: Any) -> list[bool]:
+        written = await leave_many(*args, **kwargs)
+        tries.append(len(written))
+        if len(tries) == 1:
+            raise RedisConnectionError("the reply was lost")
+        return written
+
+    stores.ledger.leave_many = first_reply_lost  # type: ignore[method-assign]
+    assert await a.release_due() == 1
+    assert len(tries) == 2
+    sent = [orjson.loads(p.payload)["task_id"] for p in produced_a.sent]
+    if opted_out == "sms":
+        assert sent == [CALL]
+        assert [await stores.ledger.state(i) for i in (CALL, SMS)] == ["sent", "dropped"]
+        assert suppressed(a, "sms", "opt_out") == 1
+    else:
+        assert sent == [SMS]
+        assert [await stores.ledger.state(i) for i in (CALL, SMS)] == ["dropped", "sent"]
+        assert suppressed(a, "call", "opt_out") == 1

@@ -34,12 +34,12 @@ def fail_once(w: Worker) -> list[str]:
             real: Callable[..., Awaitable[Any]] = getattr(store, name)
 
             async def failing(
-                *args: Any, _real: Any = real, _name: str = f"{store_name}.{name}"
+                *args: Any, _real: Any = real, _name: str = f"{store_name}.{name}", **kwargs: Any
             ) -> Any:
                 if _name not in failed:  # raised where the reply is awaited, as Redis does
                     failed.append(_name)
                     raise RedisConnectionError(f"{_name}: cut")
-                return await _real(*args)
+                return await _real(*args, **kwargs)
 
             setattr(store, name, failing)
     return failed
