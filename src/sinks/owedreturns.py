@@ -75,11 +75,12 @@ class OwedReturns:
         whole TTL), durably, then settle those and the ones whose task was sent; a task
         still pending, waiting or merged (its drop never written) keeps its return owed
         until it is decided (but a merged moment's a stalled decision owed, its leave
-        refused by the fence: forgotten in that step, `Ledger.leave_many`). Only after the
-        drop is durable: sent before, a worker that died before writing the drop left the
-        task pending, and the re-drive could publish it with its cooldown given back (a
-        second task inside the cooldown). A crash before the settle sends a return again:
-        the engine applies it once (moments.cooldowns).
+        refused by the fence: forgotten in that step, `Ledger.leave_many`; and a merged
+        moment's whose carrier was sent, the moment inside it: settled, `_inside_sent`).
+        Only after the drop is durable: sent before, a worker that died before writing the
+        drop left the task pending, and the re-drive could publish it with its cooldown
+        given back (a second task inside the cooldown). A crash before the settle sends a
+        return again: the engine applies it once (moments.cooldowns).
         Returns how many were sent."""
         if not owed:
             return 0
@@ -87,6 +88,7 @@ class OwedReturns:
         ids = list(dict.fromkeys(r.entry for r in owed))
         values = await self._redis(lambda: self.ledger.get_many(ids), "reading dropped tasks")
         state = {i: state_of(v) for i, v in zip(ids, values, strict=True)}
+        await self._inside_sent(state, values, ids)
         dropped = [r for r in owed if state[r.entry] in ("dropped", None)]
         settled = [r.owed_key for r in owed if state[r.entry] in ("dropped", "sent", None)]
         if dropped:
@@ -96,6 +98,30 @@ class OwedReturns:
                 lambda: self.ledger.settle_returns(settled), "settling cooldown returns"
             )
         return len(dropped)
+
+    async def _inside_sent(
+        self, state: dict[str, str | None], values: Sequence[bytes | None], ids: Sequence[str]
+    ) -> None:
+        """The merged moments among `ids` (`M<carrier>`) whose carrier was sent, marked
+        "sent" in `state`: they went out inside it, so the returns owed for them are settled
+        unsent (a decision that owed one died before its leave, and the next decision of
+        the carrier sent the moment inside it). Kept owed, such a return was read again
+        every grace period for the moment's entry's life and sent once it lapsed: the
+        rule's cooldown given back for a moment that reached the customer. One read more,
+        only when an owed return's moment is merged."""
+        carriers = {
+            i: v[1:].decode()
+            for i, v in zip(ids, values, strict=True)
+            if v is not None and state[i] == "merged"
+        }
+        if not carriers:
+            return
+        wanted = list(dict.fromkeys(carriers.values()))
+        got = await self._redis(lambda: self.ledger.get_many(wanted), "reading merged tasks")
+        sent = {c for c, v in zip(wanted, got, strict=True) if state_of(v) == "sent"}
+        for i, carrier in carriers.items():
+            if carrier in sent:
+                state[i] = "sent"
 
     async def resend(self, older_than: float) -> int:
         """The timer's: the returns owed longer than the grace period, whose worker died

@@ -383,3 +383,37 @@ async def test_a_leave_whose_first_reply_was_lost_is_written_once(
         assert sent == [SMS]
         assert [await stores.ledger.state(i) for i in (CALL, SMS)] == ["dropped", "sent"]
         assert suppressed(a, "call", "opt_out") == 1
+
+
+async def test_a_return_owed_for_a_moment_that_went_out_inside_its_carrier_is_settled(
+    stores: DispatchStores,
+) -> None:
+    """A crash, not a stall: A's release decides to drop the SMS moment (opted out of SMS),
+    owes its return and dies before its leave is written. The customer opts back in; B's
+    re-drive claims the call and publishes it with the moment inside (sealed: it may have
+    gone out so). The return A owed is for a moment that went out: any worker's timer
+    settles it unsent, the moment `M<call>` and the call sent. Before, it stayed owed
+    (a merged moment's waits for its decision), read again every grace period for the
+    moment's entry's life, and sent once that lapsed: the rule's cooldown given back for a
+    moment that reached the customer."""
+    now = dt.datetime.now(dt.UTC)
+    await a_call_waiting_with_an_sms_inside(stores, now)
+    a, _, _ = worker(stores)
+    b, produced_b, returns_b = worker(stores)
+    await a.subscribers.record_facts([profile(["sms"], now)])
+
+    async def dies(*args: Any, **kwargs: Any) -> set[str]:
+        raise CrashError("leave")
+
+    a._leave = dies  # type: ignore[method-assign]
+    with pytest.raises(CrashError):
+        await a.release_due()
+    assert [i for i, _ in await stores.ledger.owed_returns(-1.0)] == [SMS]
+    await b.subscribers.record_facts([profile([], now + dt.timedelta(seconds=1))])
+    assert await b.redrive(-1.0) == 1
+    [out] = [orjson.loads(p.payload) for p in produced_b.sent]
+    assert (out["task_id"], [r["task_id"] for r in out["related"] or []]) == (CALL, [SMS])
+    assert [await stores.ledger.state(i) for i in (CALL, SMS)] == ["sent", "merged"]
+    assert await b._owed.resend(-1.0) == 0
+    assert returns_b.take() == []
+    assert await stores.ledger.owed_returns(-1.0) == []
