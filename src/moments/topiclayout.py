@@ -86,11 +86,13 @@ def output_counts(settings: Settings, counts: dict[str, int]) -> str | None:
     a worker makes a missing topic with, so the only one a deletion followed by a
     worker's start leaves unchanged, and what docs/operations.md tells to create them
     with; a count other than it was made by someone else (a consumer's client or a broker
-    on first use, a broker on a write after a deletion). A record would need a store of
-    its own and a step to accept a new count, and say nothing of a topic made wrong at
-    the start. The outcomes topic is not judged: what an outcome reads and writes is in
-    Redis, and keyed by subscriber its outcomes stay on one partition at any count
-    (docs/architecture.md, "Outcomes")."""
+    on first use, a broker on a write after a deletion), or is the one the workers made
+    them with before MOMENTS_PARTITIONS was raised (a scale-out): the two alike, the
+    warning says that nothing moved then, and that its fix moves them. A record would
+    need a store of its own and a step to accept a new count, and say nothing of a topic
+    made wrong at the start. The outcomes topic is not judged: what an outcome reads and
+    writes is in Redis, and keyed by subscriber its outcomes stay on one partition at any
+    count (docs/architecture.md, "Outcomes")."""
     partitions = settings.partitions
     tasks, withdrawals = judged_outputs(settings)
     made, held = counts.get(tasks, partitions), counts.get(withdrawals, partitions)
@@ -112,14 +114,27 @@ def output_counts(settings: Settings, counts: dict[str, int]) -> str | None:
         )
         if n != partitions
     ]
+    moves = (
+        "a change of count moves subscribers to other partition numbers (a task re-driven "
+        "after it comes on another partition than its first copy; consumers that keep "
+        "anything per partition must start that afresh)"
+    )
+    if made == held:  # alike: maybe as the workers made them before a scale-out
+        return (
+            f"{said}; MOMENTS_PARTITIONS is {partitions}, the count a worker makes them "
+            "with. If they were made before MOMENTS_PARTITIONS was changed (a scale-out: "
+            'docs/operations.md, "Scaling"), they are as the dispatch consumers know them '
+            f"and nothing moved: {moves}, so bring them to it only with the dispatch "
+            "consumers told, or leave them alike. If a client or a broker made them on first "
+            "use, or made again after a deletion, with another count, their subscribers "
+            f"moved then: {'; '.join(fixes)}; tell the dispatch consumers "
+            '(docs/consuming-tasks.md, "Partition counts")'
+        )
     return (
         f"{said}; MOMENTS_PARTITIONS is {partitions}, the count a worker makes them with: "
         "one of another count was made by a client or a broker on first use, or made again "
-        "after a deletion, and a change of count moves subscribers to other partition "
-        "numbers (a task re-driven after it comes on another partition than its first "
-        "copy; consumers that keep anything per partition must start that afresh); "
-        f"{'; '.join(fixes)}; tell the dispatch consumers (docs/consuming-tasks.md, "
-        '"Partition counts")'
+        f"after a deletion, and {moves}; {'; '.join(fixes)}; tell the dispatch consumers "
+        '(docs/consuming-tasks.md, "Partition counts")'
     )
 
 

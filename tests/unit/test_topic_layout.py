@@ -109,6 +109,31 @@ def test_tasks_of_more_partitions_than_the_workers_make_name_the_remake() -> Non
     assert "--create --topic moments.tasks --partitions 4 --replication-factor 3" in warning
 
 
+def test_tasks_and_withdrawals_left_from_before_a_scale_out_are_not_blamed_on_a_broker() -> None:
+    """A deployment scaled out as docs/operations.md, "Scaling", says (input topics given
+    12 partitions, MOMENTS_PARTITIONS=12, a new MOMENTS_APP_ID) keeps the tasks and
+    withdrawals topics its workers made with 4: alike, unchanged, as its consumers know
+    them. The warning said only that a client or a broker had made them so, and told to
+    add partitions, which moves the very subscribers it warns of moving: it says that a
+    count left from before a change of MOMENTS_PARTITIONS moved nothing, and that its fix
+    is then a change of count to make with the consumers."""
+    settings = load_settings(partitions=12)
+    _, warning = partition_layout(settings, counts_at(settings, 12, tasks=4, task_withdrawals=4))
+    assert warning is not None
+    assert "made before MOMENTS_PARTITIONS was changed" in warning
+    assert "nothing moved" in warning
+    assert "bring them to it only with the dispatch consumers told" in warning
+
+
+def test_tasks_and_withdrawals_apart_say_nothing_of_a_count_left_from_before() -> None:
+    """Apart, the two topics break the consumers' promise whatever made them so: the
+    warning tells the fix, with no note that they may be left as they are."""
+    settings = load_settings(partitions=8)
+    _, warning = partition_layout(settings, counts_at(settings, 8, tasks=4, task_withdrawals=8))
+    assert warning is not None
+    assert "made before MOMENTS_PARTITIONS was changed" not in warning
+
+
 def test_outcomes_of_another_count_are_taken_as_they_are() -> None:
     settings = load_settings(partitions=8)
     counts = counts_at(settings, 8, tasks=8, task_withdrawals=8, task_outcomes=4)
