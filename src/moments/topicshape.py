@@ -9,8 +9,10 @@ with the broker's own partition count and no `cleanup.policy=compact`: the broke
 retention then deletes state records (Kafka's default `retention.ms`: 7 days), and a
 worker restoring a partition from it knows none of the subscribers whose records went.
 Nothing said so. The profile topic is compacted in the contract (a subscriber's latest
-profile kept however old): made otherwise, a replay of the input rebuilds no profile older
-than the retention; the workers running lose nothing, so that is a warning.
+record kept however old: its whole profile where producers send it whole; a field only an
+earlier partial update carried is gone from it either way): made otherwise, a replay of
+the input rebuilds no profile update older than the retention; the workers running lose
+nothing, so that is a warning.
 Apache Kafka reports every topic's `cleanup.policy` (its broker default where the topic
 sets none); Tansu reports only what the topic was created with, so a topic it made on a
 write reports nothing: that is "could not tell", neither a pass nor a refusal. Without
@@ -73,9 +75,12 @@ PROFILE = Compacted(
     what="the profile topic",
     loses=(
         "a replay of the input from its start (a new MOMENTS_APP_ID: docs/operations.md, "
-        "Scaling) rebuilds no profile older than that, opt-outs, quiet hours, birthdays and "
-        "tiers included; the workers running lose nothing (their state is in the "
-        "changelog); the contract has the topic compacted"
+        "Scaling) rebuilds no profile update older than that, opt-outs, quiet hours, "
+        "birthdays and tiers included; the workers running lose nothing (their state is in "
+        "the changelog); the contract has the topic compacted, which keeps each "
+        "subscriber's latest record however old: the whole profile where its producers send "
+        "it whole, while a field only an earlier partial update carried is lost to a replay "
+        'either way (docs/producing-events.md, "Profile updates")'
     ),
     lost_old=(
         "a replay of the input rebuilds no profile unchanged that long, opt-outs and quiet "

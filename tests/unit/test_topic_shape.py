@@ -110,7 +110,7 @@ class TestTheChangelogAloneOfAnotherCount:
 
 
 class TestTheProfileTopicPolicy:
-    """`telecom.profile` is compacted in the contract: a subscriber's latest profile is
+    """`telecom.profile` is compacted in the contract: a subscriber's latest record is
     kept however old. Deleted at the retention, a replay of the input (a new
     MOMENTS_APP_ID) rebuilds no profile older than that, opt-outs and quiet hours included.
     Nothing looked at it. The workers running lose nothing (their state is in the
@@ -132,3 +132,15 @@ class TestTheProfileTopicPolicy:
         assert verdict.shape is Shape.UNKNOWN
         assert verdict.detail.startswith("could not tell whether telecom.profile is compacted")
         assert "changelog" not in verdict.detail
+
+    def test_the_fix_says_compaction_keeps_a_subscribers_latest_record_not_every_field(
+        self, settings: Settings
+    ) -> None:
+        """A profile update changes only the fields it carries (docs/producing-events.md,
+        "Profile updates"), and compaction keeps a key's latest record alone: an opt-out
+        sent in one update and a tier in a later one leave the tier alone to a replay of a
+        compacted topic. The warning told compaction as what keeps the opt-outs for a
+        replay; it says what it keeps, and what it does not."""
+        verdict = judge_policy(settings, "telecom.profile", {"cleanup.policy": "delete"}, PROFILE)
+        assert "keeps each subscriber's latest record" in verdict.detail
+        assert "a field only an earlier partial update carried" in verdict.detail
