@@ -319,9 +319,10 @@ def start_serving_workers(
     before any is waited for, each serving /metrics on a free port: (process, port) each;
     on `worker_src`'s code if given (`start_worker`).
 
-    `free_port` only says a port was free a moment ago; another process (a test running
-    beside, another bench) may bind it before the worker does, and the worker then exits
-    naming the port. Such a worker is started again on another port, up to
+    `free_port` keeps the port reserved from other processes' picks (`free_port` in a test
+    run beside, another bench), but a server started elsewhere on that very port, binding
+    with SO_REUSEADDR as servers do, may still listen on it before the worker does, and the
+    worker then exits naming the port. Such a worker is started again on another port, up to
     `PORT_ATTEMPTS` times. Returns once each worker holds its port (where /proc tells)."""
     started: list[tuple[subprocess.Popen[bytes], int]] = []
     try:

@@ -142,9 +142,10 @@ def test_bench_workers_keep_the_configured_store_and_standby_copies(
 def test_a_worker_whose_metrics_port_was_taken_meanwhile_starts_on_another(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """`free_port` only says a port was free a moment ago: taken before the worker binds it
-    (a test or server running beside took it), the worker exits naming it. The bench then
-    starts it on another port, and the worker serves /metrics there; it ended the bench."""
+    """A port `free_port` reserved can still be taken by a server elsewhere binding it as
+    servers do (SO_REUSEADDR) before the worker binds it: the worker exits naming it. The
+    bench then starts it on another port, and the worker serves /metrics there; it ended
+    the bench."""
     import socket
 
     from moments.embedded import free_port, pid_listens_on
