@@ -95,6 +95,22 @@ def _reserved(sock: socket.socket) -> int:
     return port
 
 
+def _outside_ephemeral() -> tuple[int, int] | None:
+    """Where `free_port` picks (start, stop): below the kernel's ephemeral range (its lower
+    half, from 1024: a server must be root to bind below), else above it where the range
+    begins at 1024 or lower (a common tuning, "1024 65000", left nothing below: the pick
+    raised `ValueError`); None where it leaves nothing on either side (the kernel picks)."""
+    try:
+        low, high = (int(n) for n in EPHEMERAL_RANGE.read_text().split()[:2])
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    if low > 1024:
+        return max(1024, low // 2), low
+    if high < 65535:
+        return max(1024, high + 1), 65536
+    return None
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 for a server to listen on, reserved for it in this process.
 
@@ -107,15 +123,13 @@ def free_port() -> int:
     no server listens, and a server stopped and started again on it finds it still kept.
     The last `RESERVED_PORTS` reservations are kept, until this process exits.
 
-    Chosen below the kernel's ephemeral range: every client connection of a running
-    system takes its local port from that range, and one took a port handed out here
-    before the worker meant to listen on it could bind it (a test's /metrics in CI)."""
-    try:
-        low = int(EPHEMERAL_RANGE.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768  # Linux's default
-    for _ in range(50):
-        port = random.randrange(max(1024, low // 2), low)  # noqa: S311 (not a secret)
+    Chosen outside the kernel's ephemeral range (`_outside_ephemeral`): every client
+    connection of a running system takes its local port from that range, and one took a
+    port handed out here before the worker meant to listen on it could bind it (a test's
+    /metrics in CI)."""
+    span = _outside_ephemeral()
+    picks = [random.randrange(*span) for _ in range(50)] if span is not None else []  # noqa: S311
+    for port in picks:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.bind((HOST, port))
@@ -123,7 +137,7 @@ def free_port() -> int:
             sock.close()
             continue
         return _reserved(sock)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # the kernel's pick
     try:
         sock.bind((HOST, 0))
     except OSError:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from moments import embedded
 from moments.embedded import EPHEMERAL_RANGE, free_port, parse_proc_net_tcp
 from moments.settings import split_host_port
 
@@ -66,6 +68,30 @@ def test_free_ports_are_outside_the_range_client_connections_take_theirs_from() 
     low, high = map(int, EPHEMERAL_RANGE.read_text().split())
     ports = [free_port() for _ in range(50)]
     assert all(1024 <= port < low for port in ports), (low, high, ports)
+
+
+@pytest.mark.parametrize(
+    ("ephemeral", "lowest", "highest"),
+    [
+        ("1024 65000", 65001, 65535),  # a common tuning: nothing left below the range
+        ("1024\t65535", 1024, 65535),  # nothing left on either side: the kernel's pick
+        ("600 60999", 61000, 65535),  # below it, only ports a server must be root to bind
+    ],
+)
+def test_an_ephemeral_range_from_1024_still_gives_a_port(
+    ephemeral: str, lowest: int, highest: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ip_local_port_range` tuned to begin at 1024 (or lower) left no port between 1024
+    and it: `free_port` raised `ValueError: empty range in randrange(1024, 1024)`, and
+    `moments run` and every test starting a server with it stopped there. It takes one
+    above the range where there is room, else one the kernel picks."""
+    range_file = tmp_path / "ip_local_port_range"
+    range_file.write_text(ephemeral + "\n")
+    monkeypatch.setattr(embedded, "EPHEMERAL_RANGE", range_file)
+    ports = [free_port() for _ in range(5)]
+    assert all(lowest <= port <= highest for port in ports), ports
+    with _server_socket("127.0.0.1", ports[0]):
+        pass
 
 
 @pytest.mark.parametrize(
