@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from moments.enums import EventType
 from moments.partitioning import layout_problems
 from moments.stateview import changelog_topic, returns_topic
-from moments.topicshape import remake_changelog_command
+from moments.topicshape import create_compacted_command, remake_changelog_command
 
 if TYPE_CHECKING:
     from moments.settings import Settings
@@ -54,10 +54,18 @@ def partition_layout(settings: Settings, counts: dict[str, int]) -> tuple[str | 
         return "; ".join(problems), None
     warnings: list[str] = []
     if missing := [t for t in inputs if t not in counts]:
+        profile = settings.topic("profile")
+        compacted = (
+            f", {profile} compacted, as the contract has it: "
+            f"{create_compacted_command(settings, profile)}"
+            if profile in missing
+            else ""
+        )
         warnings.append(
             f"input topic(s) {', '.join(missing)} do not exist yet: create them with "
             f"MOMENTS_PARTITIONS ({settings.partitions}) partitions before producers write to "
             "them (a broker that creates topics on first use gives them its own default count)"
+            f"{compacted}"
         )
     if (said := output_counts(settings, counts)) is not None:
         warnings.append(said)

@@ -66,6 +66,31 @@ def test_a_withdrawals_warning_comes_beside_one_of_missing_input_topics() -> Non
     assert "moments.task-withdrawals has 4 partitions" in warning
 
 
+def test_a_missing_profile_topic_is_named_with_the_command_that_makes_it_compacted() -> None:
+    """A start said only "create them with MOMENTS_PARTITIONS partitions" of a missing
+    `telecom.profile` (`moments check` gave the compacted command in its own row): made
+    as told, the contract's compacted topic was made with the broker's default policy,
+    and the next start warned of that."""
+    settings = load_settings(partitions=8, kafka_bootstrap="kafka-1:9092")
+    counts = counts_at(settings, 8)
+    del counts[settings.topic("profile")]
+    _, warning = partition_layout(settings, counts)
+    assert warning is not None
+    assert (
+        "kafka-topics.sh --bootstrap-server kafka-1:9092 --create --topic telecom.profile "
+        "--partitions 8 --replication-factor 1 --config cleanup.policy=compact" in warning
+    )
+
+
+def test_other_missing_input_topics_are_not_told_to_be_compacted() -> None:
+    settings = load_settings(partitions=8)
+    counts = counts_at(settings, 8)
+    del counts[settings.topic("usage")]
+    _, warning = partition_layout(settings, counts)
+    assert warning is not None
+    assert "cleanup.policy=compact" not in warning
+
+
 def test_tasks_and_withdrawals_of_another_count_than_the_workers_make_are_warned_of() -> None:
     """Both made again by a broker on a write after a deletion (Tansu 4, a Kafka's
     `num.partitions`) under MOMENTS_PARTITIONS 8, or made so by a consumer's client on
