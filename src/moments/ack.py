@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from pydantic import ValidationError
 
 from moments.connections import (
@@ -21,14 +22,16 @@ from moments.connections import (
     redis_client,
 )
 from moments.decoding import problem
-from moments.exceptions import ConfigError
+from moments.exceptions import ConfigError, KafkaWriteError
 from moments.models import TASK_ID_PATTERN, OutcomeStatus, TaskOutcome
 from moments.pii import mask_msisdn
-from moments.producer import stop_within
+from moments.producer import STOP_S, WRITE_FAILED_FIX, error_said, stop_within
 from moments.redisurl import redacted_url
 from moments.settings import Settings
 from rules.durations import echoed
+from sinks.base import ASK_AFRESH_S, Unanswered, acknowledged
 from sinks.ledger import TaskLedger, state_of
+from sinks.writewaits import CHECK_BROKER
 
 
 class AckError(Exception):
@@ -236,24 +239,66 @@ async def check_subscriber(settings: Settings, task_id: str, given: str) -> str 
     return None
 
 
+WRITE_S = 10.0
+"""Longest `write_outcome` waits for the topic's metadata its send needs, and then for the
+outcome's acknowledgement: a broker that answers acknowledges in milliseconds. The
+command waited for aiokafka's batch expiry (`request_timeout_ms`, 40 s) and ended in a
+traceback. With the broker asked afresh as the acknowledgement's wait ends
+(`sinks.base.ASK_AFRESH_S`, 5 s) and the producer's bounded stop (`producer.STOP_S`,
+10 s), a write that fails ends the command within `WRITE_FAILS_WITHIN_S`."""
+
+WRITE_FAILS_WITHIN_S = 2 * WRITE_S + ASK_AFRESH_S + STOP_S
+"""The documented bound of a write that fails, from the producer's start (docs/
+consuming-tasks.md): 35 s."""
+
+OUTCOME_UNANSWERED = Unanswered(then=CHECK_BROKER, gone="a worker creates it again at its start")
+"""What an outcome not acknowledged in time means to the command: it stops, retrying
+nothing (`KafkaWriteError`)."""
+
+
 async def write_outcome(settings: Settings, outcome: TaskOutcome) -> None:
-    """Produce the outcome keyed by subscriber and wait for the broker's ack. The
-    producer's stop is bounded (`stop_within`): stopped (Ctrl-C) while the broker did not
-    answer, the command waited out the batch's expiry (about 40 s) with no word."""
+    """Produce the outcome keyed by subscriber and wait for the broker's ack, at most
+    `WRITE_S` (and the metadata before it as long). A write that fails, or is not
+    acknowledged in time, is `KafkaWriteError`: what was or may have been written, and the
+    fix, in one line (aiokafka's error ended the command in a traceback, after its batch
+    expiry). The producer's stop is bounded (`stop_within`): stopped (Ctrl-C) while the
+    broker did not answer, the command waited out the batch's expiry (about 40 s) with no
+    word."""
     topic = settings.topic("task_outcomes")
+    what = f"task {outcome.task_id}'s {outcome.status.value} outcome"
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap_servers, acks="all", **kafka_client_kwargs(settings)
     )
-    await producer.start()
+    sent = False
     try:
-        await producer.send_and_wait(
-            topic,
-            value=outcome.model_dump_json(exclude_none=True).encode(),
-            key=outcome.subscriber_id.encode(),
+        try:
+            await producer.start()
+            try:
+                async with asyncio.timeout(WRITE_S):  # the send waits for the topic's metadata
+                    future = await producer.send(
+                        topic,
+                        value=outcome.model_dump_json(exclude_none=True).encode(),
+                        key=outcome.subscriber_id.encode(),
+                    )
+            except TimeoutError:
+                raise KafkaTimeoutError(
+                    f"the broker gave no metadata of {topic} in {WRITE_S:g} s (it is away, or "
+                    f"does not have the topic); {CHECK_BROKER}"
+                ) from None
+            sent = True
+            await acknowledged(producer, [future], (topic,), WRITE_S, unanswered=OUTCOME_UNANSWERED)
+        finally:
+            await stop_within(producer, unsent=f"{what} to {topic}")
+    except KafkaError as exc:
+        then = (
+            "It may have reached the topic all the same: "
+            f"{WRITE_FAILED_FIX}, look for it there before writing it again"
+            if sent
+            else f"Nothing was sent: {WRITE_FAILED_FIX}, run the command again"
         )
-    finally:
-        unsent = f"task {outcome.task_id}'s {outcome.status.value} outcome to {topic}"
-        await stop_within(producer, unsent=unsent)
+        raise KafkaWriteError(
+            f"{what} was not written to {topic}: {error_said(exc)}. {then}"
+        ) from None
 
 
 async def ack_task(

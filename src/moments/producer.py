@@ -164,6 +164,21 @@ STOP_S = 10.0
 """Longest a one-off command waits for its producer to stop (`stop_within`)."""
 
 
+WRITE_FAILED_FIX = "once `moments check` says the broker answers"
+"""When a one-off command whose write failed (`moments.exceptions.KafkaWriteError`) can
+look at what it wrote, or write it again."""
+
+
+def error_said(exc: BaseException) -> str:
+    """`exc` as one line names it: `KafkaConnectionError: Connection at ... closed`.
+    aiokafka's errors put their class name in their text already (`Name: ...`, or `Name`
+    alone), which a message writing both repeated."""
+    text, name = str(exc), type(exc).__name__
+    if text.startswith(name):
+        return text
+    return f"{name}: {text}" if text else name
+
+
 LEFT_UNSENT = "the writes it still retried"
 """What `stop_within` says its producer was left with, when its caller says nothing more."""
 

@@ -281,21 +281,41 @@ async def write_records(
     progress: Callable[[int], None] | None = None,
 ) -> int:
     """Produce (partition, key, value) to the changelog, in chunks each awaited; returns
-    how many were acknowledged."""
-    from moments.producer import start_producer, stop_within
+    how many were acknowledged. A chunk that fails or is not acknowledged in time stops the
+    seed with `KafkaWriteError`: how many were written, and to seed again with --replace
+    (aiokafka's error ended the command in a traceback)."""
+    from aiokafka.errors import KafkaError
+
+    from moments.exceptions import KafkaWriteError
+    from moments.producer import WRITE_FAILED_FIX, error_said, start_producer, stop_within
     from sinks.base import STOPPED, produce_to_partitions
 
-    producer = await start_producer(settings, without_idempotence=SEED_DUPLICATES)
     written = 0
+    started = False
     try:
-        for start in range(0, len(records), WRITE_CHUNK):
-            chunk = records[start : start + WRITE_CHUNK]
-            await produce_to_partitions(producer, topic, chunk, unanswered=STOPPED)
-            written += len(chunk)
-            if progress is not None:
-                progress(written)
-    finally:
-        await stop_within(producer)
+        producer = await start_producer(settings, without_idempotence=SEED_DUPLICATES)
+        started = True
+        try:
+            for start in range(0, len(records), WRITE_CHUNK):
+                chunk = records[start : start + WRITE_CHUNK]
+                await produce_to_partitions(producer, topic, chunk, unanswered=STOPPED)
+                written += len(chunk)
+                if progress is not None:
+                    progress(written)
+        finally:
+            await stop_within(producer)
+    except KafkaError as exc:
+        then = (
+            "Those of the failed write may have reached the topic all the same: "
+            f"{WRITE_FAILED_FIX}, seed again with --replace (a record written twice is the "
+            "same record)"
+            if started
+            else f"Nothing was sent: {WRITE_FAILED_FIX}, seed again"
+        )
+        raise KafkaWriteError(
+            f"the seed stopped after {written:,} of {len(records):,} record(s) written to "
+            f"{topic}: {error_said(exc)}. {then}"
+        ) from None
     return written
 
 
