@@ -207,6 +207,9 @@ class Latency:
     busy: float
     """The worker's CPU time over the measured seconds, as a share of one core: how far
     from saturation "half the measured rate" left it (small batches cost more per event)."""
+    unacknowledged: str = ""
+    """What the broker did not take of the load (`moments.latency.Offered.said`): empty
+    when every send was acknowledged."""
 
 
 def measure_latency(
@@ -226,9 +229,10 @@ def measure_latency(
 
     total = LATENCY_WARMUP_S + seconds
     with console.status(f"latency: offering {rate:,.0f} events/s for {total:.0f}s"):
-        tasks = asyncio.run(
+        offered = asyncio.run(
             offer(settings, rate, seconds, warmup=LATENCY_WARMUP_S, on_warm=snapshot)
         )
+        tasks = offered.tasks  # of the events acknowledged: a failed send makes no task
         busy = (_cpu_seconds(pid) - cpu[0]) / max(time.perf_counter() - cpu[1], 1e-9)
         deadline = time.monotonic() + 60
         after = buckets(port)
@@ -237,7 +241,14 @@ def measure_latency(
                 break
             time.sleep(0.5)
             after = buckets(port)
-    return Latency(rate, tasks, quantile(0.5, before, after), quantile(0.99, before, after), busy)
+    return Latency(
+        rate,
+        tasks,
+        quantile(0.5, before, after),
+        quantile(0.99, before, after),
+        busy,
+        offered.said(),
+    )
 
 
 def detector_consume(
@@ -660,6 +671,8 @@ def run_bench(
             f"p50 {latency.p50 * 1000:.0f} ms, p99 {latency.p99 * 1000:.0f} ms; "
             f"worker CPU meanwhile {latency.busy:.0%} of a core"
         )
+        if latency.unacknowledged:  # beside the figures it qualifies
+            Console().print(f"latency: {latency.unacknowledged}", markup=False, highlight=False)
     if scale is not None:
         Console().print(
             f"ratio {scale.workers} workers / 1 worker: "

@@ -23,9 +23,11 @@ async def test_only_task_events_sent_after_the_warm_up_are_counted(
     settings = make_settings()
     await topics_for(settings)
     warmed: list[dt.datetime] = []
-    counted = await offer(
+    offered = await offer(
         settings, 400, 1.0, warmup=0.5, on_warm=lambda: warmed.append(dt.datetime.now(dt.UTC))
     )
+    counted = offered.tasks
+    assert (offered.unacknowledged, offered.first_error, offered.said()) == (0, "", "")
     assert len(warmed) == 1
     roaming = await read_written(settings, "roaming", at_least=1)
     times = [dt.datetime.fromisoformat(orjson.loads(r.value)["occurred_at"]) for r in roaming]

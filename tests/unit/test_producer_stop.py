@@ -82,8 +82,13 @@ class _StuckAfterSends(_StuckProducer):
     async def start(self) -> None:
         return None
 
-    async def send(self, *args: Any, **kwargs: Any) -> None:
+    async def send(self, *args: Any, **kwargs: Any) -> asyncio.Future[None]:
+        """The record's future, acknowledged, as aiokafka's send gives it (the load reads
+        them once flushed)."""
         self.sent += 1
+        acknowledged: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        acknowledged.set_result(None)
+        return acknowledged
 
     async def send_and_wait(self, *args: Any, **kwargs: Any) -> None:
         self.sent += 1
