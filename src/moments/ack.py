@@ -8,6 +8,7 @@ import datetime as dt
 import re
 import time
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -240,12 +241,13 @@ async def check_subscriber(settings: Settings, task_id: str, given: str) -> str 
 
 
 WRITE_S = 10.0
-"""Longest `write_outcome` waits for the topic's metadata its send needs, and then for the
-outcome's acknowledgement: a broker that answers acknowledges in milliseconds. The
-command waited for aiokafka's batch expiry (`request_timeout_ms`, 40 s) and ended in a
-traceback. With the broker asked afresh as the acknowledgement's wait ends
-(`sinks.base.ASK_AFRESH_S`, 5 s) and the producer's bounded stop (`producer.STOP_S`,
-10 s), a write that fails ends the command within `WRITE_FAILS_WITHIN_S`."""
+"""Longest `write_outcome` waits for its producer's start and the topic's metadata its
+send needs, and then as long for the outcome's acknowledgement: a broker that answers
+acknowledges in milliseconds. The command waited for aiokafka's batch expiry
+(`request_timeout_ms`, 40 s) and ended in a traceback. With the broker asked afresh as
+the acknowledgement's wait ends (`sinks.base.ASK_AFRESH_S`, 5 s) and the producer's
+bounded stop (`producer.STOP_S`, 10 s), a write that fails ends the command within
+`WRITE_FAILS_WITHIN_S`."""
 
 WRITE_FAILS_WITHIN_S = 2 * WRITE_S + ASK_AFRESH_S + STOP_S
 """The documented bound of a write that fails, from the producer's start (docs/
@@ -256,14 +258,32 @@ OUTCOME_UNANSWERED = Unanswered(then=CHECK_BROKER, gone="a worker creates it aga
 nothing (`KafkaWriteError`)."""
 
 
+async def _queued(producer: AIOKafkaProducer, topic: str, outcome: TaskOutcome) -> Any:
+    """The future of the outcome's send, the producer started, within `WRITE_S`: the send
+    waits for the topic's metadata (aiokafka's `request_timeout_ms`, 40 s, without it)."""
+    try:
+        async with asyncio.timeout(WRITE_S):
+            await producer.start()
+            return await producer.send(
+                topic,
+                value=outcome.model_dump_json(exclude_none=True).encode(),
+                key=outcome.subscriber_id.encode(),
+            )
+    except TimeoutError:
+        raise KafkaTimeoutError(
+            f"the broker did not give the producer its start and the metadata of {topic} in "
+            f"{WRITE_S:g} s (it is away, or does not have the topic); {CHECK_BROKER}"
+        ) from None
+
+
 async def write_outcome(settings: Settings, outcome: TaskOutcome) -> None:
     """Produce the outcome keyed by subscriber and wait for the broker's ack, at most
-    `WRITE_S` (and the metadata before it as long). A write that fails, or is not
-    acknowledged in time, is `KafkaWriteError`: what was or may have been written, and the
-    fix, in one line (aiokafka's error ended the command in a traceback, after its batch
-    expiry). The producer's stop is bounded (`stop_within`): stopped (Ctrl-C) while the
-    broker did not answer, the command waited out the batch's expiry (about 40 s) with no
-    word."""
+    `WRITE_S` (and the producer's start and the topic's metadata before it as long). A
+    write that fails, or is not acknowledged in time, is `KafkaWriteError`: what was or may
+    have been written, and the fix, in one line (aiokafka's error ended the command in a
+    traceback, after its batch expiry). The producer's stop is bounded (`stop_within`):
+    stopped (Ctrl-C) while the broker did not answer, the command waited out the batch's
+    expiry (about 40 s) with no word."""
     topic = settings.topic("task_outcomes")
     what = f"task {outcome.task_id}'s {outcome.status.value} outcome"
     producer = AIOKafkaProducer(
@@ -272,19 +292,7 @@ async def write_outcome(settings: Settings, outcome: TaskOutcome) -> None:
     sent = False
     try:
         try:
-            await producer.start()
-            try:
-                async with asyncio.timeout(WRITE_S):  # the send waits for the topic's metadata
-                    future = await producer.send(
-                        topic,
-                        value=outcome.model_dump_json(exclude_none=True).encode(),
-                        key=outcome.subscriber_id.encode(),
-                    )
-            except TimeoutError:
-                raise KafkaTimeoutError(
-                    f"the broker gave no metadata of {topic} in {WRITE_S:g} s (it is away, or "
-                    f"does not have the topic); {CHECK_BROKER}"
-                ) from None
+            future = await _queued(producer, topic, outcome)
             sent = True
             await acknowledged(producer, [future], (topic,), WRITE_S, unanswered=OUTCOME_UNANSWERED)
         finally:

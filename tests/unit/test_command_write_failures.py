@@ -16,6 +16,7 @@ from moments import ack, seed
 from moments import producer as producer_module
 from moments.cli import main
 from moments.exceptions import ConfigError
+from moments.models import OutcomeStatus
 from moments.settings import Settings
 
 TASK_ID = "0123456789abcdef0123456789abcdef"
@@ -67,6 +68,23 @@ class TestAck:
             f"moments.task-outcomes: {BROKER_GONE}. It may have reached the topic all the "
             "same: once `moments check` says the broker answers, look for it there before "
             "writing it again"
+        )
+
+    def test_a_producer_that_cannot_start_says_nothing_was_sent(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        class _NoStart(_FailingProducer):
+            async def start(self) -> None:
+                raise k.KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 9092)]")
+
+        monkeypatch.setattr(ack, "AIOKafkaProducer", _NoStart)
+        outcome = ack.build_outcome(TASK_ID, "13800138001", OutcomeStatus.DECLINED)
+        with pytest.raises(ConfigError) as raised:
+            asyncio.run(ack.write_outcome(Settings(), outcome))
+        assert str(raised.value) == (
+            f"task {TASK_ID}'s declined outcome was not written to moments.task-outcomes: "
+            "KafkaConnectionError: Unable to bootstrap from [('127.0.0.1', 9092)]. Nothing "
+            "was sent: once `moments check` says the broker answers, run the command again"
         )
 
 
@@ -123,8 +141,9 @@ def test_the_acks_documented_bound_is_the_codes() -> None:
     assert (
         " ".join(page.split()).count(
             f"ends the command with code 2 within {ack.WRITE_FAILS_WITHIN_S:g} s "
-            f"({ack.WRITE_S:g} s for the topic's metadata, {ack.WRITE_S:g} s for the "
-            "acknowledgement, 5 s to ask the broker afresh, 10 s for the producer's stop)"
+            f"({ack.WRITE_S:g} s for the producer's start and the topic's metadata, "
+            f"{ack.WRITE_S:g} s for the acknowledgement, 5 s to ask the broker afresh, "
+            "10 s for the producer's stop)"
         )
         == 1
     )
