@@ -5,11 +5,15 @@ of the code on the same events (`--src` runs the worker on another tree's `src`)
 It starts the embedded broker and Redis, produces the bench's events (`moments bench`'s
 generator, fixed seed), and starts a worker (`moments.bench.start_worker`) with a
 `sitecustomize` that counts, in every thread of the worker, each Python function call and
-each call of a builtin (keyed by its caller), from the first batch the runtime handles
-until it has handled `--events` records. It prints the calls an event per thread, the
-process's page faults, collections and objects over that window, and the functions called
-most; `--save FILE` keeps the counts (JSON), `--load FILE` prints saved ones, and
-`--compare FILE` lists the functions whose calls an event differ most from a saved run's.
+each call of a builtin (keyed by its caller), from the batch loop's first fetch with
+records to the end of the loop's step in which the runtime has handled `--events`
+records: the batch loop's own work a record (its `RawRecord`s, the rewind guard, the
+offsets marked) counted with the runtime's, which a window of `Runtime.handle` alone left
+out when the events came in one fetch (the fetcher thread's reads before that first
+fetch are not counted; the counter's own calls never are). It prints the calls an event
+per thread, the process's page faults, collections and objects over that window, and the
+functions called most; `--save FILE` keeps the counts (JSON), `--load FILE` prints saved
+ones, and `--compare FILE` lists the functions whose calls an event differ most from a saved run's.
 
     .venv/bin/python benchmarks/worker_calls.py --save /tmp/new.json
     git archive 09b73f39 src | tar -x -C /tmp/old
@@ -71,7 +75,7 @@ if "worker" in sys.argv and os.environ.get("WORKER_CALLS_OUT"):
 
     def _counter(tally):
         def count(frame, event, arg):
-            if not _on[0]:
+            if not _on[0] or frame.f_code.co_filename == __file__:  # the counter's own: not
                 return
             if event == "call":
                 code = frame.f_code
@@ -119,32 +123,57 @@ if "worker" in sys.argv and os.environ.get("WORKER_CALLS_OUT"):
                            * os.sysconf("SC_PAGE_SIZE") // 1024}
 
     def _install():
+        wanted_classes = (("moments.runtime", "Runtime"), ("moments.batchloop", "BatchLoop"),
+                          ("moments.consumer", "BatchConsumer"))
         while True:
-            runtime = sys.modules.get("moments.runtime")
-            if getattr(runtime, "Runtime", None) is not None:
+            modules = [sys.modules.get(name) for name, _ in wanted_classes]
+            if all(getattr(module, cls, None) is not None
+                   for module, (_, cls) in zip(modules, wanted_classes)):
                 break
             time.sleep(0.02)
-        time.sleep(0.2)  # the module done importing
+        time.sleep(0.2)  # the modules done importing
+        runtime, batchloop, consumer = modules
         handle = runtime.Runtime.handle
+        step = batchloop.BatchLoop.step
+        take = consumer.BatchConsumer.take
         wanted = int(os.environ["WORKER_CALLS_EVENTS"])
-        done = {"records": 0, "batches": 0}
+        done = {"records": 0, "batches": 0, "fetches": 0, "closed": False}
+
+        def _open():  # the window: from the batch loop's first fetch with records
+            done["at_start"] = _process()
+            if _requests is not None:
+                _requests.window_opens()
+            _on[0] = True
+
+        async def counted_take(self, max_records):
+            # Opened before the take when a fetch waits (the take's merging counted too),
+            # else once one came; the fetcher thread's reads before it are not counted.
+            if not _on[0] and not done["closed"] and not self.fetches.empty():
+                _open()
+            fetch = await take(self, max_records)
+            if not _on[0] and not done["closed"] and fetch.records:
+                _open()
+            if _on[0] and not done["closed"]:
+                done["fetches"] += 1
+            return fetch
 
         async def counted_handle(self, records, *args, **kwargs):
-            on, _on[0] = _on[0], False  # the counter's own calls are not the worker's
-            size = len(records)
-            _on[0] = on
-            if not _on[0] and not done["records"]:
-                done["at_start"] = _process()
-                if _requests is not None:
-                    _requests.window_opens()
-            _on[0] = True
             try:
                 return await handle(self, records, *args, **kwargs)
             finally:
-                done["records"] += size
-                done["batches"] += 1
-                if _on[0] and done["records"] >= wanted:
+                if _on[0] and not done["closed"]:
+                    done["records"] += len(records)
+                    done["batches"] += 1
+
+        async def counted_step(self):
+            # The whole step: the records made of the fetch (`RawRecord`), the rewind
+            # guard's filter, the batches and the offsets marked after them.
+            try:
+                return await step(self)
+            finally:
+                if _on[0] and not done["closed"] and done["records"] >= wanted:
                     _on[0] = False
+                    done["closed"] = True
                     if _requests is not None:
                         _requests.window_closes()
                     at_end = _process()
@@ -154,7 +183,8 @@ if "worker" in sys.argv and os.environ.get("WORKER_CALLS_OUT"):
                     process["gc_objects_at_start"] = done["at_start"]["gc_objects"]
                     with open(os.environ["WORKER_CALLS_OUT"] + ".part", "w") as out:
                         json.dump({"records": done["records"], "batches": done["batches"],
-                                   "process": process, "threads": _snapshot()}, out)
+                                   "fetches": done["fetches"], "process": process,
+                                   "threads": _snapshot()}, out)
                     os.replace(os.environ["WORKER_CALLS_OUT"] + ".part",
                                os.environ["WORKER_CALLS_OUT"])
                     if os.environ.get("WORKER_CALLS_IDLE_S"):
@@ -178,6 +208,8 @@ if "worker" in sys.argv and os.environ.get("WORKER_CALLS_OUT"):
                        os.environ["WORKER_CALLS_OUT"] + ".idle")
 
         runtime.Runtime.handle = counted_handle
+        batchloop.BatchLoop.step = counted_step
+        consumer.BatchConsumer.take = counted_take
 
     threading.Thread(target=_install, name="worker-calls-install", daemon=True).start()
 """
@@ -287,7 +319,8 @@ def differences(
 
 def report(run: Mapping[str, Any], top: int) -> None:
     records: int = run["records"]
-    print(f"{records:,} records in {run['batches']} batches")
+    fetches = f" of {run['fetches']} fetch(es)" if "fetches" in run else ""
+    print(f"{records:,} records in {run['batches']} batches{fetches}")
     if "scrapes" in run:
         made, size = run["scrapes"]["made"], run["scrapes"]["last_bytes"]
         what = "the whole page" if run["scrapes"].get("whole") else FOLLOWED

@@ -1,6 +1,6 @@
 """`benchmarks/worker_calls.py`: the counter it puts in a worker counts each call in the
-window (the runtime's first batch to its `--events`-th record) and none outside it, and
-its comparison matches two trees' copies of a function."""
+window (the batch loop's first fetch to the end of the step that handled its `--events`-th
+record) and none outside it, and its comparison matches two trees' copies of a function."""
 
 from __future__ import annotations
 
@@ -16,24 +16,27 @@ import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
-# A stand-in for the worker: a `moments.runtime.Runtime` whose `handle` calls `step`
-# three times a record, and a `step` call before the window and after it.
+# A stand-in for the worker: a batch loop whose `step` takes a fetch from the consumer,
+# makes each record (`wrap`), has `Runtime.handle` call `step` three times a record, then
+# marks each (`mark`); and a `wrap` call before the window and a `mark` call after it.
 FAKE_WORKER = """
 import asyncio, sys, time
-from moments.runtime import Runtime, step
+from moments.batchloop import BatchLoop, mark, wrap
+from moments.consumer import BatchConsumer
+from moments.runtime import Runtime
 
 deadline = time.monotonic() + 30
-while Runtime.handle.__name__ != "counted_handle":  # the counter's wrapper installed
-    assert time.monotonic() < deadline, "the counter did not wrap Runtime.handle"
+while BatchLoop.step.__name__ != "counted_step":  # the counter's wrappers installed
+    assert time.monotonic() < deadline, "the counter did not wrap BatchLoop.step"
     time.sleep(0.05)
-step()  # before the window: not counted
+wrap("z")  # before the window: not counted
 
 async def main():
-    runtime = Runtime()
-    await runtime.handle(["a", "b"], None, None)
-    await runtime.handle(["c", "d", "e"], None, None)
+    loop = BatchLoop(BatchConsumer([["a", "b"], ["c", "d", "e"]]), Runtime())
+    await loop.step()
+    await loop.step()
 asyncio.run(main())
-step()  # after: not counted
+mark("z")  # after: not counted
 """
 
 FAKE_RUNTIME = """
@@ -44,6 +47,42 @@ class Runtime:
     async def handle(self, records, store, owned):
         for _ in records:
             step(); step(); step()
+"""
+
+FAKE_CONSUMER = """
+import asyncio
+
+class Fetch:
+    def __init__(self, records):
+        self.records = records
+
+class BatchConsumer:
+    def __init__(self, fetches):
+        self.fetches = asyncio.Queue()
+        for records in fetches:
+            self.fetches.put_nowait(Fetch(records))
+
+    async def take(self, max_records):
+        return await self.fetches.get()
+"""
+
+FAKE_BATCHLOOP = """
+def wrap(value):
+    return value
+
+def mark(record):
+    return record
+
+class BatchLoop:
+    def __init__(self, source, runtime):
+        self.source, self.runtime = source, runtime
+
+    async def step(self):
+        fetch = await self.source.take(10)
+        records = [wrap(value) for value in fetch.records]
+        await self.runtime.handle(records, None, None)
+        for record in records:
+            mark(record)
 """
 
 
@@ -64,8 +103,9 @@ class TestCounter:
     def test_it_counts_the_calls_of_the_window_only(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """Five records in two batches: `step` 15 times (3 a record), its `len` as many,
-        the calls before the first batch and after the fifth record left out."""
+        """Five records in two fetches, the batch loop's work on them whole: each record
+        made (`wrap`) and marked once, `step` 15 times (3 a record), its `len` as many;
+        the calls before the first fetch and after the fifth record's step left out."""
         module = _load(monkeypatch)
         site, fake = tmp_path / "site", tmp_path / "fake" / "moments"
         site.mkdir()
@@ -73,6 +113,8 @@ class TestCounter:
         (site / "sitecustomize.py").write_text(module.COUNTER)
         (fake / "__init__.py").write_text("")
         (fake / "runtime.py").write_text(FAKE_RUNTIME)
+        (fake / "consumer.py").write_text(FAKE_CONSUMER)
+        (fake / "batchloop.py").write_text(FAKE_BATCHLOOP)
         script = tmp_path / "worker_stand_in.py"
         script.write_text(FAKE_WORKER)
         out = tmp_path / "calls.json"
@@ -84,12 +126,15 @@ class TestCounter:
         }
         subprocess.run([sys.executable, str(script), "worker"], env=env, check=True, timeout=60)
         run = json.loads(out.read_text())
-        assert (run["records"], run["batches"]) == (5, 2)
+        assert (run["records"], run["batches"], run["fetches"]) == (5, 2, 2)
         calls = module.per_event(run)
-        steps = {
-            k: n for k, n in calls.items() if k.endswith(":step") and not k.startswith("builtin")
-        }
-        assert [n * 5 for n in steps.values()] == [15]
+        for name, each in (("step", 15), ("wrap", 5), ("mark", 5)):
+            found = {
+                module.short(k): round(n * 5)
+                for k, n in calls.items()
+                if k.endswith(f":{name}") and not k.startswith("builtin")
+            }
+            assert list(found.values()) == [each], (name, found)
         lens = {k: n for k, n in calls.items() if k.startswith("builtin len <- ")}
         assert [(module.short(k), n * 5) for k, n in lens.items()] == [
             ("builtin len <- runtime.py:2:step", 15)
