@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
+
+import hiredis
 
 from moments.deferred import (
     DeferredTask,
@@ -127,10 +130,30 @@ class _GroupScript:
 
     def __init__(self, body: str, groups: dict[str, list[bytes]]) -> None:
         self.count, self.groups = "LLEN" in body, groups
+        self.script, self.sha = body, hashlib.sha1(body.encode(), usedforsecurity=False).hexdigest()
 
-    async def __call__(self, keys: list[bytes], args: list[Any]) -> list[object]:
+    def reply(self, keys: list[bytes]) -> list[object]:
         found = [self.groups.get(k.decode(), []) for k in keys]  # sent as bytes, as Redis
         return [len(g) for g in found] if self.count else list(found)
+
+
+class _Connection:
+    """A pooled connection of `_SortedSetRedis` (`sinks.luabatch` sends its EVALSHA packed
+    on one): the command read back as Redis reads it, its reply the script's."""
+
+    def __init__(self, scripts: dict[str, _GroupScript]) -> None:
+        self.scripts, self.retry = scripts, self
+        self.reply: list[object] = []
+
+    async def call_with_retry(self, once: Callable[[], Any], failed: Any) -> Any:
+        return await once()
+
+    async def send_packed_command(self, command: bytes) -> None:
+        reader = hiredis.Reader()
+        reader.feed(command)
+        name, sha, keys, *rest = reader.gets()
+        assert (name, rest[int(keys) :][:2]) == (b"EVALSHA", [b"1", b"1"])  # a key, an arg
+        self.reply = self.scripts[sha.decode()].reply(rest[: int(keys)])
 
 
 class _SortedSetRedis:
@@ -142,9 +165,22 @@ class _SortedSetRedis:
         self.scores, self.entries = scores, entries
         self.groups: dict[str, list[bytes]] = {}
         self.after_count: Callable[[], None] = lambda: None
+        self.scripts: dict[str, _GroupScript] = {}
+        self.connection_pool = self
 
     def register_script(self, body: str) -> _GroupScript:
-        return _GroupScript(body, self.groups)
+        script = _GroupScript(body, self.groups)
+        self.scripts[script.sha] = script
+        return script
+
+    async def get_connection(self) -> _Connection:
+        return _Connection(self.scripts)
+
+    async def release(self, connection: _Connection) -> None:
+        pass
+
+    async def parse_response(self, connection: _Connection, command: str) -> Any:
+        return connection.reply
 
     async def zcard(self, key: str) -> int:
         count = len(self.scores)

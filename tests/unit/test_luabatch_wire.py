@@ -1,5 +1,6 @@
-"""sinks.luabatch sends a script's keys and arguments as redis-py would have written them:
-texts encoded once, by the batch, instead of by redis-py's encoder one by one."""
+"""sinks.luabatch packs a script's call in one C call (hiredis) into the bytes redis-py
+would have written for it, instead of redis-py's encoder and packer going over each key
+and argument in Python."""
 
 from __future__ import annotations
 
@@ -8,17 +9,19 @@ from typing import Any
 
 import pytest
 from redis._parsers.encoders import Encoder
+from redis.connection import PythonRespSerializer
 from redis.exceptions import DataError
 
-from sinks.luabatch import _wire
+from sinks.luabatch import _packed
 
 _ENCODER = Encoder("utf-8", "strict", decode_responses=False)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
 
 
-def redis_bytes(value: Any) -> Any:
-    """What redis-py's encoder, with its defaults (the worker's client sets no encoding),
-    sends for `value`."""
-    return _ENCODER.encode(value)  # type: ignore[no-untyped-call]  # as above
+def redis_bytes(*command: Any) -> bytes:
+    """What redis-py, with its defaults (the worker's client sets no encoding), writes for
+    `command` (its pure-Python packer: the protocol without hiredis)."""
+    packer = PythonRespSerializer(6000, _ENCODER.encode)
+    return b"".join(packer.pack(*command))  # type: ignore[no-untyped-call]  # as above
 
 
 class _Kind(StrEnum):
@@ -26,21 +29,38 @@ class _Kind(StrEnum):
 
 
 def test_each_value_reaches_redis_as_the_same_bytes() -> None:
-    values: list[Any] = ["moments:ledger:t1", "Zürich ☎", "", b"raw", 7, -2, 0.1, 1e300, _Kind.SMS]
-    wired = _wire(values)
-    assert [redis_bytes(v) for v in wired] == [redis_bytes(v) for v in values]
-    assert wired[0] == b"moments:ledger:t1"
-    assert wired[1] == "Zürich ☎".encode()
-    assert wired[4] == 7  # numbers are left to redis-py, which writes them as repr does
+    values: list[Any] = [
+        "moments:ledger:t1",
+        "Zürich ☎",
+        "",
+        b"raw",
+        b"",
+        7,
+        -2,
+        10**30,
+        0.1,
+        1e300,
+        1e-7,
+        -0.0,
+        0.30000000000000004,
+        float("inf"),
+        _Kind.SMS,
+    ]
+    command = [b"EVALSHA", "a" * 40, 2, *values]
+    assert _packed(command) == redis_bytes(*command)
+    assert _packed([b"EVALSHA", "Zürich ☎"]).endswith("Zürich ☎".encode() + b"\r\n")
 
 
-def test_a_bool_is_still_refused_by_redis_py() -> None:
-    with pytest.raises(DataError, match="bool"):
-        redis_bytes(_wire([True])[0])
+@pytest.mark.parametrize("value", [True, None, object()])
+def test_a_value_redis_py_refuses_is_refused(value: Any) -> None:
+    with pytest.raises(DataError):
+        redis_bytes(b"EVALSHA", value)
+    with pytest.raises(TypeError):
+        _packed([b"EVALSHA", value])
 
 
 def test_a_lone_surrogate_fails_to_encode_as_it_did_in_redis_py() -> None:
     with pytest.raises(UnicodeEncodeError):
-        redis_bytes("\ud800")
+        redis_bytes(b"EVALSHA", "\ud800")
     with pytest.raises(UnicodeEncodeError):
-        _wire(["\ud800"])
+        _packed([b"EVALSHA", "\ud800"])
