@@ -30,10 +30,11 @@ def next_offsets(records: Iterable[RawRecord]) -> dict[tuple[str, int], int]:
     not of those fetched: a fetch's records the rewind guard holds back are read again, and
     committing past them would lose them in a crash before the re-read."""
     found: dict[tuple[str, int], int] = {}
-    for record in records:
+    for record in records:  # no call a record: this runs for every record read
         tp = (record.topic, record.partition)
-        if record.offset >= found.get(tp, 0):
-            found[tp] = record.offset + 1
+        after = record.offset + 1
+        if tp not in found or after > found[tp]:
+            found[tp] = after
     return found
 
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 from moments.records import RawRecord
 
@@ -98,23 +98,28 @@ class RewindGuard:
         return True
 
     def filter(
-        self, records: Iterable[RawRecord], committed: CommittedOffset
+        self, records: Sequence[RawRecord], committed: CommittedOffset
     ) -> tuple[list[RawRecord], dict[TopicPartition, int]]:
-        """The records to process now, and the seeks to make before the next batch."""
-        keep: list[RawRecord] = []
+        """The records to process now, and the seeks to make before the next batch. No
+        call a record of a partition checked and not held (nearly all): this runs for
+        every record read."""
+        held_back: set[int] = set()  # indexes
         seeks: dict[TopicPartition, int] = {}
-        for record in records:
+        for index, record in enumerate(records):
             tp = (record.topic, record.partition)
+            if tp in self._checked and tp not in self._held:
+                continue
             held = self._held.get(tp)
             if held is not None:
                 release_at, since = held
                 if tp in self._retries or (
                     record.offset > release_at and self._clock() - since < HOLD_LIMIT_S
                 ):
-                    continue  # fetched before the seek; the re-read brings it again
+                    held_back.add(index)  # fetched before the seek; the re-read brings it again
+                    continue
                 del self._held[tp]
                 self._checked.add(tp)
-            elif tp not in self._checked:
+            else:  # not checked yet
                 self._checked.add(tp)
                 expected = committed(tp)
                 if (
@@ -124,9 +129,10 @@ class RewindGuard:
                     and self._rewind(tp, expected, release_at=record.offset)
                 ):
                     seeks[tp] = expected
-                    continue
-            keep.append(record)
-        return keep, seeks
+                    held_back.add(index)
+        if not held_back:
+            return list(records), seeks
+        return [r for index, r in enumerate(records) if index not in held_back], seeks
 
     def sought(self, seeks: Iterable[TopicPartition]) -> None:
         """The seeks `filter` asked for are made: what the consumer hands over of these

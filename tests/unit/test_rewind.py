@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from aiokafka.errors import IllegalStateError
 
@@ -10,12 +11,14 @@ from moments.records import RawRecord, next_offsets
 from moments.rewind import (
     HOLD_LIMIT_S,
     SEEK_RETRY_MAX_S,
+    CommittedOffset,
     RewindGuard,
     SeekOne,
     TopicPartition,
     silent_seek_level,
 )
 
+from .calls import counted_calls
 from .fakes import Clock
 
 T = "telecom.roaming"
@@ -156,6 +159,46 @@ def test_the_offsets_marked_processed_never_pass_a_held_record() -> None:
     assert next_offsets(keep) == {(T, 1): 9}
     keep, _ = guard.filter([rec(o) for o in range(100, 121)], committed.get)
     assert next_offsets(keep) == {(T, 0): 121}
+
+
+class TestCallsARecord:
+    """The batch loop filters and marks every record the worker reads: after the first
+    fetch of an assignment, nothing is held and every partition is checked, and each
+    record cost two calls in the filter and one in `next_offsets`."""
+
+    @staticmethod
+    def _calls(run: Callable[[], object]) -> int:
+        return sum(counted_calls(run)[1].values())
+
+    def test_a_checked_partitions_records_pass_with_no_call_each(self) -> None:
+        guard = RewindGuard()
+        assert guard.filter([rec(0), rec(0, partition=1)], lambda tp: 0) == (
+            [rec(0), rec(0, partition=1)],
+            {},
+        )
+        few = [rec(o, partition=o % 2) for o in range(1, 11)]
+        many = [rec(o, partition=o % 2) for o in range(1, 1001)]
+        assert guard.filter(many, lambda tp: 0) == (many, {})
+        assert self._calls(lambda: guard.filter(many, lambda tp: 0)) == self._calls(
+            lambda: guard.filter(few, lambda tp: 0)
+        )
+
+    def test_an_assignments_first_fetch_too(self) -> None:
+        """Its partitions are checked by their first records, the rest pass with no call
+        (the bench's 20,000 events come in one fetch)."""
+        few = [rec(o, partition=o % 2) for o in range(10)]
+        many = [rec(o, partition=o % 2) for o in range(1000)]
+        committed: CommittedOffset = lambda tp: tp[1]  # noqa: E731  # each at its first record
+        assert RewindGuard().filter(many, committed) == (many, {})
+        assert self._calls(lambda: RewindGuard().filter(many, committed)) == self._calls(
+            lambda: RewindGuard().filter(few, committed)
+        )
+
+    def test_the_offsets_to_mark_are_found_with_no_call_a_record(self) -> None:
+        few = [rec(o, partition=o % 2) for o in range(10)]
+        many = [rec(o, partition=o % 2) for o in range(1000)]
+        assert next_offsets(many) == {(T, 0): 999, (T, 1): 1000}
+        assert self._calls(lambda: next_offsets(many)) == self._calls(lambda: next_offsets(few))
 
 
 class TestAFailedSeek:
