@@ -455,12 +455,16 @@ class Detector:
                 amount = series.value_of(event)
                 if amount is None:
                     continue
-                index = indexes.get(series.period)
-                if index is None:
-                    index = indexes[series.period] = window_index(series.period, local_day)
-                ring = series.fold(rings.get(series.tag), index, amount)
+                # `in`, not `get`: no call a series an event (~7 calls an event)
+                period, tag = series.period, series.tag
+                if period in indexes:
+                    index = indexes[period]
+                else:
+                    index = indexes[period] = window_index(period, local_day)
+                ring = rings[tag] if tag in rings else None  # noqa: SIM401  # no call, as above
+                ring = series.fold(ring, index, amount)
                 if ring is not None:
-                    rings[series.tag] = ring
+                    rings[tag] = ring
         for series in rules.history_series:
             # Read as "fewer than": the subscriber's history in it begins with any event,
             # so that one with none in it is judged once known long enough. Beside the

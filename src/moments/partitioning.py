@@ -87,9 +87,7 @@ class PartitionCheck:
             key = record.key
             if key is None:
                 continue
-            expected = cache.get(key)
-            if expected is None:
-                expected = self.expected(key)
+            expected = cache[key] if key in cache else self.expected(key)  # no call a hit
             if expected != record.partition:
                 if record.partition >= self.partitions:
                     raise PartitionCountError(

@@ -1,0 +1,61 @@
+"""The detector's work an event counted in calls: the series an event folds into are
+looked up without a call each (`Detector.apply`), and so is a record's partition in the
+partition check; they run for every event the worker reads."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import sys
+from types import FrameType
+from typing import Any
+
+from moments.engine import Detector
+from moments.models import EventType
+from moments.partitioning import PartitionCheck, partition_of
+from moments.pipeline import run_pipeline
+from moments.records import RawRecord
+from moments.simulate import simulate
+
+from .calls import counted_calls
+from .catalogs import default_rules
+
+START = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.UTC)
+
+
+def test_an_events_series_are_folded_without_a_dict_get_each() -> None:
+    """Per event, `Detector.apply` reads the day it checked the windows and the source's
+    latest time (two `dict.get`; a rule that fires, one more); the series a usage event
+    folds into (~3 in the catalog) cost two more each, a window index and a ring: ~6.8 an
+    event."""
+    events = [
+        (e.event_type, e.value)
+        for e in itertools.islice(simulate(40, 100, seed=3, start=START), 2000)
+        if e.event_type is EventType.USAGE
+    ]
+    apply = Detector.apply.__code__
+    gets = [0]
+
+    def profile(frame: FrameType, event: str, arg: Any) -> None:
+        if event == "c_call" and frame.f_code is apply and arg.__qualname__ == "dict.get":
+            gets[0] += 1
+
+    sys.setprofile(profile)
+    try:
+        result = run_pipeline(events, default_rules())
+    finally:
+        sys.setprofile(None)
+    assert result.tasks  # the series were folded and read
+    assert gets[0] < 2.5 * len(events), gets[0] / len(events)
+
+
+def test_a_known_keys_partition_is_checked_without_a_call() -> None:
+    check = PartitionCheck(4)
+    keys = [str(o % 7).encode() for o in range(1000)]
+    records = [RawRecord("t", partition_of(k, 4), o, k, b"{}") for o, k in enumerate(keys)]
+    check.check(records)  # every key seen
+
+    def calls(n: int) -> int:
+        return sum(counted_calls(lambda: check.check(records[:n]))[1].values())
+
+    assert calls(1000) == calls(10)
