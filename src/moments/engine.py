@@ -293,7 +293,8 @@ class Detector:
             behind = False
             looked: dict[str, Any] | None = None
             try:
-                behind = at < state.seen.get(source, at)
+                latest = state.seen.get(source, at)  # this topic's latest event applied
+                behind = at < latest
                 refused: DeadLetter | None = None
                 if at > horizon:
                     result.future += 1
@@ -307,14 +308,14 @@ class Detector:
                         refused = stale_profile(record, at, state)
                     else:
                         decoded = update  # without the fields newer updates set
-                elif at < state.seen.get(source, at) - lateness:
+                elif at < latest - lateness:
                     # Late against its own topic only: topics are read side by side, and
                     # one far ahead of another (a backlog read after an outage) is no
                     # lateness of the other's events (it made 7% of a soak's events late).
                     result.late += 1
                     refused = too_late(record, event_type, at, state, lateness)
                 if refused is None:
-                    if isinstance(decoded, ProfileEvent) and at < state.watermark - lateness:
+                    if event_type is EventType.PROFILE and at < state.watermark - lateness:
                         # A profile that old is applied, but its rules' time is past; dispatch
                         # still learns of it (a task held for a suspended line is released
                         # when the line is active again).
