@@ -221,10 +221,11 @@ class SubscriberState:
     def is_replay(self, source: str, partition: int, offset: int | None, digest: str) -> bool:
         """True when the event was read before: its partition's offset, or its id
         (`event_digest`) among the source's recent ones."""
-        if offset is not None and offset <= self.offsets.get(f"{source}{partition}", -1):
+        # `in`, not `get`: no call (every event passes here)
+        key = f"{source}{partition}"
+        if offset is not None and key in self.offsets and offset <= self.offsets[key]:
             return True
-        ring = self.recent.get(source)
-        return ring is not None and digest in ring
+        return source in self.recent and digest in self.recent[source]
 
     def applied(self, source: str, partition: int, offset: int | None, digest: str | None) -> None:
         """Note the event's offset as read and, with a digest, its id as applied. An
@@ -243,8 +244,9 @@ class SubscriberState:
             self.offsets[f"{source}{partition}"] = offset
         if digest is None:
             return
-        ring = self.recent.get(source)
-        if ring is None:
+        if source in self.recent:
+            ring = self.recent[source]
+        else:
             self.recent[source] = ring = []
         ring.append(digest)
         if len(ring) > RECENT_EVENT_IDS.get(source, RECENT_EVENT_IDS_ELSE):

@@ -96,3 +96,29 @@ def test_tracking_tells_the_events_kind_without_a_call() -> None:
         state = SubscriberState()
         _, calls = counted_calls(lambda: track(event, state, 1_800_000_000, None))  # noqa: B023  # run at once
         assert calls["isinstance"] == 0, (event, calls)
+
+
+def test_a_replay_is_looked_for_and_an_event_noted_without_a_dict_get() -> None:
+    """`SubscriberState.is_replay` and `applied` run for every event: their offset and
+    recent-id lookups were four `dict.get` an event (11 here, now 2)."""
+    from moments.state import SubscriberState
+
+    state = SubscriberState()
+    state.applied("u", 0, 5, "d1")
+
+    def one_batch() -> list[bool]:
+        found = [
+            state.is_replay("u", 0, 5, "x"),
+            state.is_replay("u", 0, 6, "d1"),
+            state.is_replay("u", 0, 6, "d2"),
+            state.is_replay("r", 1, 0, "d1"),
+        ]
+        state.applied("u", 0, 6, "d2")
+        state.applied("r", 1, 0, "d3")
+        return found
+
+    found, calls = counted_calls(one_batch)
+    assert found == [True, True, False, False]
+    assert calls["dict.get"] == 2, calls  # the ring's size by source, once an `applied`
+    assert state.offsets == {"u0": 6, "r1": 0}
+    assert state.recent == {"u": ["d1", "d2"], "r": ["d3"]}
