@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from moments.cliparts import command_settings, stderr_console
+from moments.committedwait import committed_to_end
 from moments.embedded import (
     HOST,
     RedisServer,
@@ -444,8 +445,19 @@ async def _play_sample(
             )
             console.print(f"[dim]sample: {record.event_type.value:<9} {record.note}[/]")
         console.print("[dim]waiting for the worker to join its group and read the profiles[/]")
-        wait_s = PROFILES_WAIT_S if settings.metrics_port else 0.0  # no /metrics: no wait
-        read = await _profiles_read(settings, len(profiles), timeout_s=wait_s, alive=alive)
+        if settings.metrics_port:
+            read = await _profiles_read(
+                settings, len(profiles), timeout_s=PROFILES_WAIT_S, alive=alive
+            )
+        else:  # no /metrics: the worker's commits of the profile topic say it
+            read = await committed_to_end(
+                settings.bootstrap_servers,
+                settings.app_id,
+                settings.topic(EventType.PROFILE.value),
+                settings.partitions,  # as `all_topics` made it
+                timeout_s=PROFILES_WAIT_S,
+                alive=alive,
+            )
         if not alive():  # stopped: said with its log's last lines, not after the sample
             return
         if not read:

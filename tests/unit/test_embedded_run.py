@@ -439,3 +439,56 @@ class TestLiveFromLine:
     @pytest.mark.parametrize("live_from", [None, "2026-12-01", "2026-12-07T17:00:00Z"])
     def test_none_or_a_date_gone_by_is_not_said(self, live_from: str | None) -> None:
         assert embedded_run.live_from_line(Settings(live_from=live_from), self.NOW) is None
+
+
+class _SentProducer:
+    """A producer that takes every send at once."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self.sent = 0
+
+    async def start(self) -> None:
+        pass
+
+    async def send_and_wait(self, topic: str, value: bytes, key: bytes) -> None:
+        self.sent += 1
+
+    async def stop(self) -> None:
+        pass
+
+
+class TestProfilesWaitWithoutMetrics:
+    """With /metrics off (`--metrics-port 0`) the run did not wait for the profiles at all,
+    then said "the worker has not read the profiles within 60 s" some 13 s after its start
+    (new user's run). It waits on the worker's committed offsets of the profile topic."""
+
+    def _play(
+        self, monkeypatch: pytest.MonkeyPatch, committed: bool
+    ) -> tuple[str, list[dict[str, Any]]]:
+        calls: list[dict[str, Any]] = []
+
+        async def committed_to_end(*args: Any, **kwargs: Any) -> bool:
+            calls.append({"args": args, **kwargs})
+            return committed
+
+        monkeypatch.setattr(embedded_run, "AIOKafkaProducer", _SentProducer)
+        monkeypatch.setattr(embedded_run, "committed_to_end", committed_to_end)
+        out = io.StringIO()
+        console = Console(file=out, width=400)
+        asyncio.run(embedded_run._play_sample(Settings(metrics_port=0), console))
+        return out.getvalue(), calls
+
+    def test_the_worker_group_committing_the_profiles_ends_the_wait(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        said, calls = self._play(monkeypatch, committed=True)
+        assert [c["args"][1:4] for c in calls] == [("moments", "telecom.profile", 4)]
+        assert calls[0]["timeout_s"] == embedded_run.PROFILES_WAIT_S
+        assert "has not read the profiles" not in said
+        assert "sample stream played" in said
+
+    def test_a_group_that_never_commits_them_is_said_after_the_minute(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        said, _ = self._play(monkeypatch, committed=False)
+        assert "the worker has not read the profiles within 60 s" in said

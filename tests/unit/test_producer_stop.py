@@ -123,13 +123,17 @@ async def test_the_bench_load_whose_producer_will_not_stop_returns_and_says_so(
 
 @pytest.mark.timeout(20)
 async def test_the_run_sample_whose_producer_will_not_stop_returns_and_says_so(
-    stuck: _StuckAfterSends, caplog: pytest.LogCaptureFixture
+    stuck: _StuckAfterSends, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from rich.console import Console
 
     from moments.embedded_run import _play_sample
 
-    settings = Settings(metrics_port=0)  # no /metrics: the profiles are not waited for
+    async def profiles_read(*args: Any, **kwargs: Any) -> bool:
+        return True  # the worker's commits: no broker here
+
+    monkeypatch.setattr("moments.embedded_run.committed_to_end", profiles_read)
+    settings = Settings(metrics_port=0)  # no /metrics: the profiles waited for by commits
     with caplog.at_level(logging.WARNING, logger="moments.producer"):
         await asyncio.wait_for(_play_sample(settings, Console(quiet=True)), 10)
     assert stuck.sent
