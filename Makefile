@@ -77,8 +77,10 @@ $(SPECS):
 	@command -v npm >/dev/null || { echo "npm is needed for the AsyncAPI schema check: apt-get install -y npm"; exit 1; }
 	npm install --silent --no-audit --no-fund --prefix .cache/asyncapi-specs @asyncapi/specs@6
 
+# 130 is how `moments run` ends after Ctrl-C (docs: "the exit code is 130 after Ctrl-C"):
+# not a failure, so not make's `*** [Makefile:NN: run] Error 130`. Any other code fails.
 run: $(STAMP) redis-server
-	@$(BIN)/moments run $(ARGS)
+	@$(BIN)/moments run $(ARGS) || { code=$$?; [ $$code -eq 130 ] || exit $$code; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts

@@ -61,3 +61,40 @@ def test_pytest_may_keep_the_test_files_it_rewrote() -> None:
         if line.startswith("\t") and " -m pytest -n " in line
     ]
     assert line.startswith("PYTHONDONTWRITEBYTECODE= "), line
+
+
+def _make_run_ending_with(code: int, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """`make run` in a copy of the Makefile whose `moments` only exits with `code`."""
+    assert MAKE is not None
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    for name in ("pyproject.toml", "constraints.txt"):
+        (tmp_path / name).write_text("")
+    fake = tmp_path / ".venv" / "bin" / "moments"
+    fake.parent.mkdir(parents=True)
+    fake.write_text(f"#!/bin/sh\nexit {code}\n")
+    fake.chmod(0o755)
+    (tmp_path / ".venv" / ".installed").touch()  # newer than what it depends on
+    return subprocess.run(
+        [MAKE, "--no-print-directory", "run"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.mark.skipif(MAKE is None or shutil.which("redis-server") is None, reason="no make or redis")
+class TestMakeRunExit:
+    """`make run` stopped with Ctrl-C ended with `make: *** [Makefile:81: run] Error 130`,
+    which reads as a failure, where 130 is `moments run`'s documented exit after Ctrl-C
+    (new user's run). Any other code still fails the target, and make says so."""
+
+    def test_an_interrupted_run_ends_quietly(self, tmp_path: Path) -> None:
+        done = _make_run_ending_with(130, tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert "Error" not in done.stderr
+
+    def test_a_failed_run_still_fails(self, tmp_path: Path) -> None:
+        done = _make_run_ending_with(1, tmp_path)
+        assert done.returncode == 2
+        assert "run] Error 1" in done.stderr
