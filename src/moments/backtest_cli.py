@@ -340,8 +340,8 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
             "profile snapshot (the history is out of order)"
         )
     console.print(
-        f"{result.events:,} events in {result.seconds:.1f}s ({result.rate:,.0f} events/s), "
-        f"{len(result.reported):,} tasks reported; wrote {OUTPUTS} to {args.out}/"
+        f"{result.events:,} event(s) in {result.seconds:.1f}s ({result.rate:,.0f} events/s), "
+        f"{len(result.reported):,} task(s) reported; wrote {OUTPUTS} to {args.out}/"
     )
     if result.cuts:  # said last, where it is seen, and the exit status says it to scripts
         for cut in result.cuts:

@@ -76,7 +76,8 @@ class ProgressLines:
     def line(self, events: int, fraction: float | None, now: float) -> str:
         elapsed = now - self.started
         rate = events / elapsed if elapsed > 0 else 0.0
-        text = f"{self.label}: {events:,} {self.unit} in {elapsed:.0f} s ({rate:,.0f}/s)"
+        unit = self.unit.removesuffix("s") if events == 1 else self.unit  # 1 event, 1 record
+        text = f"{self.label}: {events:,} {unit} in {elapsed:.0f} s ({rate:,.0f}/s)"
         if fraction is not None and 0 < fraction < 1:
             left = elapsed * (1 - fraction) / fraction
             text += f", {fraction:.0%} done, about {_duration(left)} left"

@@ -71,7 +71,7 @@ def test_a_backtest_into_a_log_says_how_far_it_is(
     assert "% done, about " in err
     last = re.findall(r"^backtest: ([\d,]+) events in \d+ s \([\d,]+/s\)$", err, re.M)
     assert last, err
-    assert f"\n{last[-1]} events in " in err  # the summary's count: every event read
+    assert f"\n{last[-1]} event(s) in " in err  # the summary's count: every event read
     assert "\u2501" not in err  # rich's bar
 
 
@@ -95,3 +95,12 @@ def test_the_last_line_is_said_when_a_due_line_still_had_a_share_left() -> None:
     clock.now += 1
     lines.finish(1_000_000)
     assert said[-1] == "backtest: 1,000,000 events in 91 s (10,989/s)"
+
+
+def test_one_event_is_one_event() -> None:
+    """A one-line history ended its progress with `backtest: 1 events in 0 s` (new user's
+    run); one record likewise."""
+    clock, said = Clock(), list[str]()
+    ProgressLines("backtest", said.append, every_s=10.0, clock=clock).finish(1)
+    ProgressLines("reading t", said.append, clock=clock, unit="records").finish(1)
+    assert said == ["backtest: 1 event in 0 s (0/s)", "reading t: 1 record in 0 s (0/s)"]
