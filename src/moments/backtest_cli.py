@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -222,6 +224,8 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
 
     tune_gc()  # as the worker does: start-up objects frozen, fewer young collections
 
+    reading: list[tuple[str, FileBar | FileLines]] = []  # the run under way: said at a stop
+
     def run(label: str, rule_set: Any) -> BacktestResult:
         default = EventType(args.event_type) if args.event_type else None
         files = [EventFile(p, default) for p in args.events]
@@ -230,6 +234,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         hi = end.timestamp() if end is not None else float("inf")
         window = Window()
         with file_bar(console, label, files) as bar:
+            reading[:] = [(label, bar)]
 
             def swept(at: int) -> None:
                 if end is not None:
@@ -254,14 +259,20 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         result.out_of_order = order_said(files[1:] if args.profiles is not None else files)
         return result
 
+    had_report = any(args.out.iterdir())  # an earlier run's: left as it was by a stop
     try:
-        result = run("backtest", rules)
-        empty = empty_period(result, args.start, args.end, args.events, args.live_from)
-        # The baseline's period is the same: empty too, its run would be time lost.
-        base = run("baseline", baseline) if baseline is not None and not empty else None
+        with ctrl_c_stops():
+            result = run("backtest", rules)
+            empty = empty_period(result, args.start, args.end, args.events, args.live_from)
+            # The baseline's period is the same: empty too, its run would be time lost.
+            base = run("baseline", baseline) if baseline is not None and not empty else None
     except (EventFileError, OSError) as exc:
         print(f"moments: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, NotAFileError) else 1  # a path given wrong: set-up
+    except KeyboardInterrupt:
+        label, bar = reading[-1] if reading else ("backtest", None)
+        print(stopped_reading(label, bar, args.out, had_report), file=sys.stderr)
+        return 130
     report = build_report(result, top=args.top)
     # A file cut short first: every figure after its cut lacks its events.
     report["warnings"] = [cut.said() for cut in result.cuts] + ([empty] if empty else [])
@@ -302,6 +313,13 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"moments: cannot write the report to --out {args.out}: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            f"moments: backtest stopped (Ctrl-C) while writing the report to {args.out}/: its "
+            "files may be part this run's, part missing or an earlier run's; run it again",
+            file=sys.stderr,
+        )
+        return 130
     said_last = len(result.cuts) + bool(empty)  # the cuts and an empty period
     if empty:  # no table to show: the other warnings, then what is wrong and the fix
         for warning in report["warnings"][said_last:]:
@@ -355,6 +373,51 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextmanager
+def ctrl_c_stops() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt at once within: `asyncio.run` (the engine's) takes
+    Python's own SIGINT handler to mean "cancel the task", and the backtest's task, all
+    computation, gives the loop no turn to be cancelled in: the first Ctrl-C did nothing
+    and the run went on to write its report. A handler of our own is left alone by
+    asyncio. A SIGINT ignored (`cmd &` in a script) stays ignored, as asyncio leaves it."""
+    main = threading.current_thread() is threading.main_thread()  # where signals are set
+    if not main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def stopped_reading(
+    label: str, bar: FileBar | FileLines | None, out: Path, had_report: bool
+) -> str:
+    """What a Ctrl-C before the report is written says: how far the run had read, and that
+    --out holds nothing of it (it exited 130 without a word, and the user looked for a
+    report, or took the earlier one there for this run's)."""
+    where = " in the baseline rules' run" if label == "baseline" else ""
+    read = ""
+    if bar is not None:
+        done, total = bar.read()
+        share = f" ({done / total:.0%} of the history's bytes)" if total else ""
+        read = f" after {bar.events:,} event(s) read{share}"
+    left = (
+        "; the report already there, from an earlier run, is as it was"
+        if had_report
+        else " (the report needs the whole run)"
+    )
+    return (
+        f"moments: backtest stopped (Ctrl-C){where}{read}: nothing was written to {out}/"
+        f"{left}. Run it again (an earlier --to makes a shorter run)"
+    )
+
+
 def baseline_only_keys(path: Path | None, policy: DispatchPolicy, rules: RuleSet) -> list[str]:
     """A warning per `overflow:`/`relevance:` key of the policy file that names a rule
     (or moment type) only the baseline rules hold: a worker with the candidate rules
@@ -387,8 +450,10 @@ class FileBar:
         self.label = label
         self.task = progress.add_task(label, total=self.read()[1], events=0, rate=0.0)
         self.started = self.last = time.monotonic()
+        self.events = 0
 
     def show(self, events: int) -> None:
+        self.events = events
         now = time.monotonic()
         if now - self.last >= 0.2:
             self.last = now
