@@ -623,6 +623,13 @@ def _source_said(variable: str) -> str:
 _NOT_SET = "not set (the default)"
 
 
+def where_set(variable: str) -> str:
+    """Where a setting's value came from: `in the environment`, `in .env`, `read from
+    MOMENTS_X_FILE, PATH`, or `not set: the default`."""
+    said = _source_said(variable)
+    return "not set: the default" if said == _NOT_SET else said
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build settings from the environment, turning validation errors into a `ConfigError`
     that names each `MOMENTS_*` variable and what is wrong with it."""

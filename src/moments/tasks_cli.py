@@ -236,6 +236,19 @@ def _duration(text: str) -> float:
     return seconds
 
 
+def redis_read(settings: Settings, command: str) -> str:
+    """The line on stderr naming the Redis `command` reads and where its URL came from: in
+    a shell without `moments run`'s export line, the default 127.0.0.1:6379 answered (a
+    system Redis) with no task, and nothing said it was not the run's Redis."""
+    from moments.redisurl import redacted_url
+    from moments.settings import where_set
+
+    return (
+        f"{command}: reading Redis {redacted_url(settings.redis_url)} for app id "
+        f"{settings.app_id} (MOMENTS_REDIS_URL {where_set('MOMENTS_REDIS_URL')})"
+    )
+
+
 def _cmd_tasks_pending(args: argparse.Namespace) -> int:
     import asyncio
     import time
@@ -249,6 +262,7 @@ def _cmd_tasks_pending(args: argparse.Namespace) -> int:
 
     settings = command_settings()
     require_redis(settings, "the ledger of published tasks is kept there")
+    print(redis_read(settings, "tasks pending"), file=sys.stderr)
     now = time.time()
 
     channels = args.channel or CHANNELS
@@ -346,6 +360,7 @@ def _cmd_tasks_deferred(args: argparse.Namespace) -> int:
     policy = load_policy(settings.dispatch_policy)
     zone = policy.zone
     require_redis(settings, "the deferral queue is kept there")
+    print(redis_read(settings, "tasks deferred"), file=sys.stderr)
     now = time.time()
 
     async def read() -> Listing:

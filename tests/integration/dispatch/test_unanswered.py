@@ -606,6 +606,10 @@ class TestPendingCommand:
 
         proc = await asyncio.to_thread(pending_command, w, "--json")
         assert proc.returncode == 0, proc.stderr
+        # Which Redis it read, on stderr: the default one may be another (a system Redis).
+        read = f"tasks pending: reading Redis {w.settings.redis_url} for app id "
+        assert read in proc.stderr, proc.stderr
+        assert "(MOMENTS_REDIS_URL in the environment)" in proc.stderr
         rows = [orjson.loads(line) for line in proc.stdout.splitlines()]
         assert [(r["task_id"], r["channel"], r["moment_type"]) for r in rows] == [
             (p1, "sms", "low_balance"),  # soonest expiry first
