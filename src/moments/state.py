@@ -37,6 +37,9 @@ delivered again: 8 of the frequent usage events, `RECENT_EVENT_IDS_ELSE` of each
 source. Digests hardly compress: rings of 8 for every source took a simulated week's
 records from 350 to 526 bytes a subscriber on average; these sizes, to 432."""
 RECENT_EVENT_IDS_ELSE = 2
+STORED_KEYS = frozenset("abcdefghjklnopqrstwxyG")
+"""The keys of a stored record (`SubscriberState.to_json`, read by `from_bytes`), one
+letter a field: `moments state decode` refuses a document with any other."""
 ERASED_KEPT_S = 90 * 86400
 """How long a record started after a profile tombstone remembers the erasure (`erased`),
 in event time: as long as the dispatch stores keep the `forgotten` mark

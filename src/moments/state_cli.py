@@ -419,6 +419,47 @@ def said_refused(console: Console, seeded: Seeded) -> None:
     console.print(by_reason)
 
 
+def _stored_json(stored: bytes) -> bytes | None:
+    """A stored record's JSON (its frame's dictionary misnamed too), None where it has
+    none: `readable` says why."""
+    from moments.statezip import MisnamedRecordError, StateFormatError, unpack
+
+    try:
+        return unpack(stored)
+    except MisnamedRecordError as exc:
+        return exc.json
+    except StateFormatError:
+        return None
+
+
+def _unknown_keys(stored: bytes) -> list[str]:
+    """The keys of a stored record's JSON object that the state format does not have
+    (`STORED_KEYS`), sorted; [] for a record, or for what is no JSON object (said after)."""
+    import orjson
+
+    from moments.state import STORED_KEYS
+
+    json = _stored_json(stored)
+    try:
+        doc = orjson.loads(json) if json is not None else None
+    except orjson.JSONDecodeError:
+        return []
+    return sorted(k for k in doc if k not in STORED_KEYS) if isinstance(doc, dict) else []
+
+
+def _faults(stored: bytes) -> list[str]:
+    """The fields of a readable record whose shape the detector never writes
+    (`SubscriberState.faults`): `{"a": 1}` printed as a record of region 1, with no word."""
+    from moments.state import SubscriberState
+    from moments.statezip import StateFormatError
+
+    json = _stored_json(stored)
+    try:
+        return SubscriberState.from_bytes(json).faults() if json is not None else []
+    except StateFormatError:
+        return []
+
+
 def _shown_field(stored: bytes) -> str | None:
     """The first field of `SubscriberState` that `stored` names as `state show` writes it
     (`first_seen`; in `--json`'s `record` too), or None: a stored record's keys are one
@@ -446,6 +487,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     import orjson
 
     from moments.logmask import mask_text
+    from moments.state import STORED_KEYS
     from moments.stateview import READ_AS, for_people, readable
     from moments.statezip import ZSTD_MAGIC, StateFormatError
 
@@ -482,11 +524,26 @@ def _cmd_decode(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    if unknown := _unknown_keys(stored):
+        # `{"z": 1}` printed as an empty record, exit 0: a JSON object is no record.
+        print(
+            f"moments: {name} is not a subscriber record: its keys {', '.join(unknown)} are "
+            f"none the state format has (a record's keys are one letter each: "
+            f"{' '.join(sorted(STORED_KEYS, key=lambda k: (k.isupper(), k)))}): {DECODE_WANTS}",
+            file=sys.stderr,
+        )
+        return 1
     try:
         record = readable(stored)
     except (StateFormatError, orjson.JSONDecodeError) as exc:
         print(f"moments: {name} cannot be read as a subscriber record: {exc}", file=sys.stderr)
         return 1
+    if faults := _faults(stored):
+        print(
+            f"moments: {name}: {', '.join(faults)}: a shape the detector never writes (a "
+            "damaged or hand-edited record), printed as stored",
+            file=sys.stderr,
+        )
     if not args.json:
         print(f"# {READ_AS}")
         try:  # the tags' names only: decode reads a file, and needs no setting otherwise

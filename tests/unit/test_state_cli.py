@@ -266,3 +266,54 @@ def test_what_state_show_prints_is_told_apart_from_a_stored_record(
     said = " ".join(err.split())
     assert f"{path} holds what `moments state show` prints (first_seen, ...), not a record" in said
     assert "kcat -C" in said
+
+
+class TestKeysOfTheFormat:
+    """`state decode` took any JSON object for a record: `{"z": 1}` printed as an empty
+    record and `{"a": 1}` as one of region 1, exit 0 (new user's run). Keys the state
+    format does not have are refused, named; a known key of a shape never written is
+    printed, said on stderr."""
+
+    def test_the_stored_keys_are_those_the_record_writes_and_reads(self) -> None:
+        import inspect
+        import re
+
+        from moments.state import STORED_KEYS
+
+        written = set(re.findall(r'doc\["(\w)"\]', inspect.getsource(SubscriberState.to_json)))
+        written |= set(re.findall(r'"(\w)": ', inspect.getsource(SubscriberState.to_json)))
+        read = set(re.findall(r'doc\.get\("(\w)"', inspect.getsource(SubscriberState.from_bytes)))
+        assert written == read == STORED_KEYS
+
+    def test_unknown_keys_are_refused_and_named(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "record.json"
+        path.write_bytes(b'{"z": 1, "o": {}, "q2": 3}')
+        assert main(["state", "decode", str(path)]) == 1
+        out, err = capsys.readouterr()
+        assert out == ""
+        said = " ".join(err.split())
+        assert f"moments: {path} is not a subscriber record: its keys q2, z are none" in said
+        assert (
+            "a record's keys are one letter each: a b c d e f g h j k l n o p q r s t w x y G"
+            in said
+        )
+
+    def test_a_known_key_of_a_shape_never_written_is_printed_and_said(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "record.json"
+        path.write_bytes(b'{"a": 1}')
+        assert main(["state", "decode", str(path), "--json"]) == 0
+        out, err = capsys.readouterr()
+        assert orjson.loads(out)["region"] == 1
+        assert "region: a shape the detector never writes" in " ".join(err.split())
+
+    def test_a_sound_record_says_nothing_on_stderr(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "record.bin"
+        path.write_bytes(SubscriberState(region="NJ", watermark=1_796_400_000).to_bytes())
+        assert main(["state", "decode", str(path), "--json"]) == 0
+        assert capsys.readouterr().err == ""
