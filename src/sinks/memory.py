@@ -897,8 +897,14 @@ class MemoryDeferrals:
         heap = self._heap
         while heap and (self.scores.get(heap[0][1]) != heap[0][0] or heap[0][1] in self.due):
             heapq.heappop(heap)
-        found = [h[0][0] for h in (moved, heap) if h]
-        return min(found) if found else None
+        # Each heap's top is its earliest live entry now: the lesser of the two, compared
+        # here rather than by a list and `min` at each of the backtest's ~100k calls.
+        if not moved:
+            return heap[0][0] if heap else None
+        if not heap:
+            return moved[0][0]
+        first, second = moved[0][0], heap[0][0]
+        return first if first <= second else second
 
     async def waiting(self) -> int:
         return len(self.scores)

@@ -4,11 +4,15 @@ injected clock, as Redis keys do on Redis's, and the release queue's bookkeeping
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from moments.models import TopUpEvent
 from sinks.memory import MemoryDeferrals, MemoryLedger, memory_stores
-from sinks.stores import Joining
+from sinks.stores import Joining, Parking
 
 from .fakes import Clock
 
@@ -57,6 +61,46 @@ async def test_release_takes_due_tasks_in_time_order_and_honours_a_repark() -> N
     assert await deferral.waiting() == 1
     assert deferral.next_due() == clock.now + 100
     assert await deferral.waiting_and_due() == (1, clock.now + 100)
+
+
+_STEPS = st.lists(
+    st.tuples(
+        st.booleans(),  # a park (of the task, at the offset, with the rank), else a release
+        st.sampled_from(["a", "b", "c", "d", "e"]),
+        st.integers(-5, 60),
+        st.none() | st.floats(0, 10, allow_nan=False),
+        st.integers(0, 3),  # a release's limit
+    ),
+    max_size=30,
+)
+
+
+@given(_STEPS)
+@settings(max_examples=200, deadline=None)
+def test_next_due_is_the_earliest_release_time_of_every_task_waiting_or_due(
+    steps: list[tuple[bool, str, int, float | None, int]],
+) -> None:
+    """`next_due` (kept by two heaps, their stale tops dropped) answers the earliest
+    release time in the queue, a task due and not released yet (ranked, waiting for a
+    release with room) counting by its own, whatever the order of parks, re-parks with
+    and without a rank, and releases of a few at a time."""
+
+    async def run() -> None:
+        clock = Clock(1_000_000.0)
+        ledger = MemoryLedger(clock, ttl_seconds=86400)
+        deferral = MemoryDeferrals(ledger)
+        for park, task_id, offset, rank, limit in steps:
+            if park:
+                await ledger.claim([(task_id, task_id.encode())])
+                at = clock.now + offset
+                await deferral.park_many([Parking(task_id, "s", b"P", at, 1, rank=rank)])
+            else:
+                await deferral.release(clock.now + offset, limit=limit)
+            expected = min(deferral.scores.values(), default=None)
+            assert deferral.next_due() == expected
+            assert await deferral.earliest_due() == expected
+
+    asyncio.run(run())
 
 
 async def test_contacts_slide_and_declines_and_facts_expire() -> None:
