@@ -135,12 +135,13 @@ def changes_by_fact(facts: Sequence[InputEvent]) -> dict[int, list[ProfileChange
     closed), not by the order the batch holds them: the engine strips a field a newer
     second set (`moments.tracking.profile_update`) but applies two updates of one second
     both, so an opt-in read after an opt-out dated later within the second is no later."""
-    kept = _still_opted_out(facts)
-    reopened = _reopened(facts)
+    updates = [(i, e) for i, e in enumerate(facts) if isinstance(e, ProfileEvent)]
+    if not updates:  # most batches: the facts are looked at once, not once a question
+        return {}
+    kept = _still_opted_out(updates)
+    reopened = _reopened(updates)
     out: dict[int, list[ProfileChange]] = {}
-    for i, event in enumerate(facts):
-        if not isinstance(event, ProfileEvent):
-            continue
+    for i, event in updates:
         made: list[ProfileChange] = []
         if event.status == "closed" and i not in reopened:
             made.append(
@@ -171,24 +172,24 @@ def _channels(opt_out: Iterable[Channel | str]) -> frozenset[str]:
 
 
 def _by_subscriber(
-    facts: Sequence[InputEvent], keep: Callable[[ProfileEvent], bool]
+    updates: Sequence[tuple[int, ProfileEvent]], keep: Callable[[ProfileEvent], bool]
 ) -> list[list[tuple[int, ProfileEvent]]]:
     """The profile updates `keep` takes, with their indexes, grouped by subscriber."""
     groups: dict[str, list[tuple[int, ProfileEvent]]] = {}
-    for i, event in enumerate(facts):
-        if isinstance(event, ProfileEvent) and keep(event):
+    for i, event in updates:
+        if keep(event):
             groups.setdefault(event.subscriber_id, []).append((i, event))
     return list(groups.values())
 
 
-def _reopened(facts: Sequence[InputEvent]) -> set[int]:
+def _reopened(updates: Sequence[tuple[int, ProfileEvent]]) -> set[int]:
     """The indexes of the profile updates closing a line that another update of its
     subscriber in the batch saying `active` or `suspended` dated at or after it follows,
     whatever their order in the batch: the facts hash keeps each status's latest time and
     a line is closed only when no `active` or `suspended` came at or after its closing
     (`SubscriberFacts.line_closed`), however late the older one is read."""
     out: set[int] = set()
-    for group in _by_subscriber(facts, lambda e: e.status is not None):
+    for group in _by_subscriber(updates, lambda e: e.status is not None):
         reopenings = [e.occurred_at for _, e in group if e.status in ("active", "suspended")]
         if not reopenings:
             continue
@@ -197,14 +198,14 @@ def _reopened(facts: Sequence[InputEvent]) -> set[int]:
     return out
 
 
-def _still_opted_out(facts: Sequence[InputEvent]) -> dict[int, frozenset[str]]:
+def _still_opted_out(updates: Sequence[tuple[int, ProfileEvent]]) -> dict[int, frozenset[str]]:
     """Per index of a profile update carrying `opt_out` that another one of its subscriber
     carrying `opt_out` dated after it follows (whatever their order in the batch: the facts
     hash keeps the latest time of each, `SubscriberFacts.opted_out`, and an opt-out dated
     as an opt-in wins there): the channels every one of those later updates names (the
     others were opted into again after it). Absent: none dated after it."""
     out: dict[int, frozenset[str]] = {}
-    for group in _by_subscriber(facts, lambda e: e.opt_out is not None):
+    for group in _by_subscriber(updates, lambda e: e.opt_out is not None):
         for i, event in group:
             later = [
                 _channels(e.opt_out or ())
