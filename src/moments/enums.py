@@ -7,9 +7,43 @@ importing pydantic (~0.15 s of CPU at every command's start)."""
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
+    from pydantic.json_schema import JsonSchemaValue
+    from pydantic_core import CoreSchema
 
 
-class EventType(StrEnum):
+class Vocabulary(StrEnum):
+    """A closed vocabulary of the contract: a `StrEnum` that pydantic writes to JSON as
+    its text (`str()`, in C) instead of through the enum's `value` property, a Python
+    call at each field of each model written (~10 a task, ~390,000 in a 300,000-event
+    backtest). The same bytes: a `StrEnum` member's text is its value. Validation and
+    the JSON Schema stay those of an enum (its `$defs` entry, in both modes), and a
+    Python-mode dump keeps the members."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: type[Any], handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        from pydantic_core import core_schema  # here: the parser imports no pydantic
+
+        schema = handler(source)
+        plain = {key: value for key, value in schema.items() if key != "ref"}
+
+        def as_enum(made: CoreSchema, to_json: GetJsonSchemaHandler) -> JsonSchemaValue:
+            # The serialization schema's would be any string: the enum's own instead.
+            return to_json(plain) if to_json.mode == "serialization" else to_json(made)
+
+        return {
+            **schema,
+            "serialization": core_schema.to_string_ser_schema(),
+            "metadata": {"pydantic_js_functions": [as_enum]},
+        }
+
+
+class EventType(Vocabulary):
     """The kinds of input event, one per input topic."""
 
     TOPUP = "topup"
@@ -19,7 +53,7 @@ class EventType(StrEnum):
     PROFILE = "profile"
 
 
-class Channel(StrEnum):
+class Channel(Vocabulary):
     """Where a task is executed."""
 
     SMS = "sms"
@@ -28,7 +62,7 @@ class Channel(StrEnum):
     APP_PUSH = "app_push"
 
 
-class Family(StrEnum):
+class Family(Vocabulary):
     """The families of moments that create tasks (do-not-disturb only gates them)."""
 
     FIRST_TIME = "first_time"
@@ -36,7 +70,7 @@ class Family(StrEnum):
     SPECIAL_DAY = "special_day"
 
 
-class OutcomeStatus(StrEnum):
+class OutcomeStatus(Vocabulary):
     """What the people acting on a task report back."""
 
     IN_PROGRESS = "in_progress"
@@ -48,7 +82,7 @@ class OutcomeStatus(StrEnum):
     FAILED = "failed"
 
 
-class WithdrawReason(StrEnum):
+class WithdrawReason(Vocabulary):
     """Why a published task was withdrawn (`TaskWithdrawal.reason`)."""
 
     OPT_OUT = "opt_out"
@@ -76,7 +110,7 @@ read after (or beside) a `failed` makes no retry, and a retry waiting when one c
 dropped (`failed`)."""
 
 
-class DeferralReason(StrEnum):
+class DeferralReason(Vocabulary):
     """Why a task was held back before it was published (`Deferral.reason`; their
     meanings: `moments.models.DEFERRAL_REASONS`). Every one the detector writes: each
     series of `moments_tasks_deferred_total` starts at 0, so `rate()` sees the first."""
@@ -92,7 +126,7 @@ class DeferralReason(StrEnum):
     DELIVER_AFTER = "deliver_after"
 
 
-class ReturnResult(StrEnum):
+class ReturnResult(Vocabulary):
     """What the engine made of a cooldown return (`BatchResult.returns`, the `result`
     label of `moments_cooldown_returns_total`, each series from 0)."""
 
@@ -104,7 +138,7 @@ class ReturnResult(StrEnum):
     """No cooldown return could be read from the record."""
 
 
-class StateDamage(StrEnum):
+class StateDamage(Vocabulary):
     """The `kind` of `moments_state_records_damaged_total` (moments.statedamage)."""
 
     UNREADABLE = "unreadable"
