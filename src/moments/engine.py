@@ -345,14 +345,14 @@ class Detector:
                 result.unknown_opt_outs.update(unknown_opt_outs(decoded))
             state.applied(source, partition, offset, None if refused else digest)
             if behind and refused is None:
-                result.out_of_order[event_type.value] += 1
+                result.out_of_order[str(event_type)] += 1
             if refused is not None:
                 result.dead_letters.append(refused)
                 if failed_here and rebuilds is not None:
                     # with its offset noted
                     rebuilds.last[sub] = (index, state.to_json(), state.stamp)
         for event_type, n in counts.items():
-            result.events[event_type.value] += n
+            result.events[str(event_type)] += n
         if erasures:
             forget(erasures, result)
         return result

@@ -71,7 +71,7 @@ def emit(
         # still says that one's first live judgement is to come.
         state.note_judged(rule.tag, fired.occurrence, shadow=False)
     if shadow is None and not again:
-        result.detected[(spec.family.value, spec.moment_type)] += 1
+        result.detected[(str(spec.family), spec.moment_type)] += 1
     if again and _kept(detector, rule, fired, sub, state):
         result.rejudged.add(task_id(sub, rule.id, fired.occurrence))  # as if made, dropped
         return
@@ -120,7 +120,7 @@ def emit(
     deliver_after = max(now, triggered)
     policy = detector.rules.gating
     gate_input = GateInput(
-        spec.channel.value, priority, spec.purpose, triggered, expires, deliver_after
+        str(spec.channel), priority, spec.purpose, triggered, expires, deliver_after
     )
     view = subscriber_view(state, at, policy)
     decision = gate(gate_input, view, policy)

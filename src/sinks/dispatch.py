@@ -913,7 +913,7 @@ class TaskSink:
         self.metrics.earliest_due.set(due or 0)
 
     def _suppressed(self, task: ServiceTask, reason: SuppressReason) -> None:
-        self.metrics.suppressed.labels(task.moment.type, reason.value).inc()
+        self.metrics.suppressed.labels(task.moment.type, str(reason)).inc()
 
     def _count_suppressed(self, w: Writes) -> None:
         """The wave's moments dropped for good (`Writes.suppressed`) counted, once their
@@ -1629,7 +1629,7 @@ class TaskSink:
         meta = {t.task_id: sent_meta(t, went.get(t.task_id, now.timestamp())) for t in tasks}
         # Each task awaits its outcome until it expires (and the grace after: see
         # `expire_unanswered`): one ZADD in the confirm's script.
-        awaiting = {t.task_id: (t.channel.value, t.expires_at.timestamp()) for t in tasks}
+        awaiting = {t.task_id: (str(t.channel), t.expires_at.timestamp()) for t in tasks}
         # The body an outcome's retry is made from keeps what dispatch judges it by (the
         # channels its quiet hours hold, `published` leaves them out): made from the
         # published task, a retry of a call exempt from quiet hours carried none, and

@@ -129,7 +129,7 @@ def opted_out(task: ServiceTask, facts: SubscriberFacts | None) -> bool:
     latest profile update saying so: a task made before, waiting since (quiet hours,
     channel hours, capacity, a suspended line...), must not go out on it (the engine's
     gates judged the opt-outs only when the task was made)."""
-    return facts is not None and task.channel.value in facts.opted_out
+    return facts is not None and str(task.channel) in facts.opted_out
 
 
 def line_closed(task: ServiceTask, facts: SubscriberFacts | None) -> bool:
