@@ -223,8 +223,9 @@ class TestUnanswered:
         assert (await handle_outcomes([record], w.sink, now=NOW)).declined == 1
         assert await w.sink.declines.suppressed(SUB, "low_balance")
 
-        # The entry went pending at the release's time, an hour ahead: claimed only by a
-        # re-drive looking that far ahead (older_than=0 claimed nothing, sent nothing).
+        # The entry went pending at the release's time, an hour ahead, then its fence
+        # (`Ledger.fence`, before the produce) re-scored it to the wall clock: any re-drive
+        # claims it (older_than=0 too, on both stores); -3660 whatever the fence did.
         assert await make_worker().sink.redrive(older_than=-3600.0 - 60) == 1
         assert await w.ledger.state(call) == "sent"
         assert len(await published(w.settings, 1)) == 1  # nothing sent again
@@ -503,7 +504,10 @@ async def merged_then_dead(
 async def redrive_after_lapse(redriving: Worker) -> int:
     """`redriving`'s re-drive three hours from now, the SMS moment of `merged_then_dead`
     lapsed. Its entry went pending at the release's time, an hour ahead of the wall clock
-    the stores claim stale entries by."""
+    the stores claim stale entries by, and the release's fence (`Ledger.fence`, before its
+    produce) re-scored it to that wall clock: `older_than` -3660 claims it either way. Its
+    sink's `lease_s` is then negative: `_keep_claim` renews every `LEASE_RENEW_MIN_S`
+    (10 ms) while the produce runs, as no worker's timer does (a third of 30 s)."""
     redriving.sink.clock = lambda: time.time() + 3 * 3600
     return await redriving.sink.redrive(older_than=-3600.0 - 60)
 
