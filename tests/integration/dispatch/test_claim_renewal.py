@@ -24,7 +24,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from moments.backtest import CollectingProducer
 from moments.models import Channel, Family, Moment, ProfileEvent, ServiceTask
-from sinks.base import Headers
 from sinks.dispatch import TaskSink
 from sinks.ledger import TaskLedger
 from sinks.memory import memory_stores
@@ -33,6 +32,7 @@ from sinks.payloads import task_bytes
 from sinks.policy import DispatchPolicy
 from sinks.stores import DispatchStores, Held, redis_stores
 from sinks.withdrawals import WITHDRAWALS_TOPIC
+from tests.integration.dispatch.test_redrive_fence import HeldProducer
 
 pytestmark = pytest.mark.integration
 
@@ -79,29 +79,6 @@ def call(at: dt.datetime) -> ServiceTask:
     )
 
 
-class SlowBroker(CollectingProducer):
-    """A producer whose first task send waits for `away` first: the broker answering only
-    once that is over."""
-
-    def __init__(self, away: Callable[[], Awaitable[None]]) -> None:
-        super().__init__(time.time)
-        self.away: Callable[[], Awaitable[None]] | None = away
-
-    async def send(
-        self,
-        topic: str,
-        value: bytes | None = None,
-        key: bytes | None = None,
-        partition: int | None = None,
-        timestamp_ms: int | None = None,
-        headers: Headers | None = None,
-    ) -> Awaitable[Any]:
-        if topic != WITHDRAWALS_TOPIC and self.away is not None:
-            away, self.away = self.away, None
-            await away()
-        return await super().send(topic, value, key, partition, timestamp_ms, headers)
-
-
 def sink(stores: DispatchStores, producer: CollectingProducer) -> TaskSink:
     return TaskSink(
         producer,
@@ -138,7 +115,7 @@ async def test_a_produce_longer_than_the_grace_period_keeps_its_claim(
             await asyncio.sleep(LOOK_S)
             b_claims.append(await b.redrive(GRACE_S))
 
-    a_producer = SlowBroker(broker_away)
+    a_producer = HeldProducer(broker_away)
     a = sink(stores, a_producer)
     if not renewed:
 
@@ -204,7 +181,7 @@ async def a_redrive_cut_off(
     made = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     await stores.ledger.claim([(TASK, task_bytes(call(made)))])  # its worker died
     await asyncio.sleep(GRACE_S + 0.1)
-    producer = SlowBroker(away)
+    producer = HeldProducer(away)
     a = sink(stores, producer)
     cut_off_after_the_fence(stores)
     assert await a.redrive(GRACE_S) == 1
