@@ -82,7 +82,7 @@ from sinks.routes import (
     waves,
 )
 from sinks.steps import Step, TimerSteps
-from sinks.stores import Clock, DispatchStores, Held, Joining, Leave, Released
+from sinks.stores import ClaimCall, Clock, DispatchStores, Held, Joining, Leave, Released
 from sinks.subscribers import Subscribers
 from sinks.timegates import TimeGates
 from sinks.withdrawals import WITHDRAWN_FOR, Withdrawals
@@ -369,8 +369,12 @@ class TaskSink:
             # lived, and once it had lapsed was new to the ledger: its deferral and its
             # drop counted again every few days of the suspension.
             takers = [t.task_id for t in unique if t.task_id in rejudged]
+            # One `ClaimCall` for every try: a retry (its first reply lost, the script ran)
+            # takes what that try wrote as its own. Read as another worker's, the task was
+            # counted suppressed `dedup` and left to its re-drive, a grace period late.
+            call = ClaimCall()
             owned = await self._redis(
-                lambda: self.ledger.claim(payloads, takers), "claiming task ids"
+                lambda: self.ledger.claim(payloads, takers, call), "claiming task ids"
             )
             candidates: list[Candidate] = []
             known: list[str] = []

@@ -30,7 +30,7 @@ from redis.asyncio import Redis
 from moments.enums import WithdrawReason
 from sinks.luabatch import BatchScript
 from sinks.payloads import COUNTED_TAIL
-from sinks.stores import CHANNELS, Held, Leave
+from sinks.stores import CHANNELS, ClaimCall, Held, Leave
 
 PENDING = b"P"
 DEFERRED = b"D"
@@ -60,14 +60,31 @@ _STATES = {
 # re-drive's or release's `claimed:<id>` token (a day from its claim, which may outlive
 # a dropped entry): left, the fence refused the new task once merged and moved out of
 # its group under its own id (`_FENCE` wants none there), re-driven a grace period late.
+# A retry ('1' in S[9]: its first try's reply was lost, the script may have run) sends
+# the first try's `now` again (`ClaimCall`) and reads an entry as that try wrote it (this
+# call's payload, or its counted form for one judged again) and scored at `now` in the
+# pending index as its own, answering as that try did. Another worker's entry differs in
+# its score (its own claim time, or a re-drive's since) unless written at the same
+# microsecond with the same payload; no token is written, so the first try costs nothing
+# more. Read as another's, the task was counted suppressed `dedup` and left to its re-drive.
 # K: task; A: payload, id, judged again ('1' or ''); S: ttl, now, kept past expiry (ms),
-# the counted tail, the unsent, redriven, moved and claimed prefixes; SK: pending
-# (sinks.luabatch)
+# the counted tail, the unsent, redriven, moved and claimed prefixes, a retry ('1' or '');
+# SK: pending (sinks.luabatch)
 _CLAIM = """
 if redis.call('SET', K[1], 'P' .. A[1], 'NX', 'EX', S[1]) then
   redis.call('ZADD', SK[1], S[2], A[2])
   redis.call('DEL', S[7] .. A[2], S[8] .. A[2])
   return 1
+end
+if S[9] ~= '' then
+  local score = redis.call('ZSCORE', SK[1], A[2])
+  if score and tonumber(score) == tonumber(S[2]) then
+    local v = redis.call('GET', K[1])
+    if v == 'P' .. A[1] then return 1 end
+    if A[3] ~= '' and #A[1] > 2 and v == 'P' .. string.sub(A[1], 1, -2) .. S[4] then
+      return 2
+    end
+  end
 end
 if A[3] ~= '' then
   local v = redis.call('GET', K[1])
@@ -760,26 +777,35 @@ class TaskLedger:
         return f"{self.prefix}claimed:{task_id}"
 
     async def claim(
-        self, items: Sequence[tuple[str, bytes]], again: Collection[str] = ()
+        self,
+        items: Sequence[tuple[str, bytes]],
+        again: Collection[str] = (),
+        call: ClaimCall | None = None,
     ) -> list[int]:
         """Mark each (task id, payload) pending: `CLAIMED` (or `TAKEN_OVER`) where this
         caller now owns it, else 0. `again`: ids of tasks made by a moment judged again,
         which also take over a dropped entry whose task expired (it was never sent: see
         `DROPPED_KEPT_S`); the entry then holds the payload with `counted` set
-        (`counted_payload`)."""
+        (`counted_payload`). `call`: the same object for every try of one claim; a retry
+        takes the entries its first try wrote as its own (`ClaimCall`, `_CLAIM`)."""
         if not items:
             return []
+        retry = call is not None and call.at is not None
+        now = call.at if call is not None and call.at is not None else time.time()
+        if call is not None:
+            call.at = now
         calls = [((self.key(i),), (payload, i, "1" if i in again else "")) for i, payload in items]
         window = takeover_window(self.ttl)
         shared = (
             self.ttl,
-            time.time(),
+            now,
             window * 1000 if window >= 0 else -1,
             COUNTED_TAIL,
             self.unsent_key(""),
             self.redriven_key(""),
             self.moved_key(""),
             self.claimed_key(""),
+            "1" if retry else "",
         )
         results = await self._claim.run(calls, shared, (self.pending_key,))
         return [int(ok or 0) for ok in results]

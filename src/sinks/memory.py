@@ -54,6 +54,7 @@ from sinks.relevance import (
 )
 from sinks.stores import (
     CHANNELS,
+    ClaimCall,
     Clock,
     DispatchStores,
     Held,
@@ -140,13 +141,27 @@ class MemoryLedger:
             entry.value = value
 
     async def claim(
-        self, items: Sequence[tuple[str, bytes]], again: Collection[str] = ()
+        self,
+        items: Sequence[tuple[str, bytes]],
+        again: Collection[str] = (),
+        call: ClaimCall | None = None,
     ) -> list[int]:
-        now = self.clock()
+        retry = call is not None and call.at is not None
+        now = call.at if call is not None and call.at is not None else self.clock()
+        if call is not None:
+            call.at = now
         window = takeover_window(self.ttl)
         owned: list[int] = []
         for task_id, payload in items:
             entry = self._live(self.entries, task_id)
+            if retry and entry is not None and self.pending.get(task_id) == now:
+                # As Redis: the entry as this call's first try wrote it is its own.
+                if entry.value == PENDING + payload:
+                    owned.append(CLAIMED)
+                    continue
+                if task_id in again and entry.value == PENDING + counted_payload(payload):
+                    owned.append(TAKEN_OVER)
+                    continue
             if entry is not None and not (
                 task_id in again
                 and entry.value.startswith(DROPPED)

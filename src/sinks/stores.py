@@ -104,6 +104,19 @@ class Joining:
     merged into a courtesy call goes first, and by the call's age)."""
 
 
+@dataclass
+class ClaimCall:
+    """One `Ledger.claim` and its retries. The first try sets `at` (the store's time, its
+    entries' score in `pending`) and every retry sends it again: a retry whose first try
+    ran and lost its reply (a socket timeout under load, a cut connection) finds each
+    entry that try wrote as the call writes it, scored at `at`, and answers as the first
+    try did (`CLAIMED`, or `TAKEN_OVER`). Without it the retry's SET NX read the caller's
+    own entry as another worker's: the task counted suppressed `dedup` and left to its
+    re-drive, a grace period late."""
+
+    at: float | None = None
+
+
 @dataclass(frozen=True)
 class Held:
     """A re-drive's claim, or a release's take, as its decision's writes are fenced by it
@@ -188,13 +201,17 @@ class Ledger(Protocol):
     ttl: int
 
     async def claim(
-        self, items: Sequence[tuple[str, bytes]], again: Collection[str] = ()
+        self,
+        items: Sequence[tuple[str, bytes]],
+        again: Collection[str] = (),
+        call: ClaimCall | None = None,
     ) -> list[int]:
         """Mark each (task id, payload) pending: non-zero where this caller owns it
         (sinks.ledger's `CLAIMED`, or `TAKEN_OVER`). `again`: ids made by a moment judged
         again, which also take over a dropped entry whose task expired (sinks.ledger,
         `DROPPED_KEPT_S`), holding then the payload with `counted` set
-        (sinks.payloads' `counted_payload`)."""
+        (sinks.payloads' `counted_payload`). `call`: the same object for every try of one
+        claim, so that a retry takes what its first try wrote as its own (`ClaimCall`)."""
         ...
 
     async def confirm(

@@ -13,9 +13,9 @@ import pytest
 from redis.asyncio import Redis
 
 from moments.enums import WithdrawReason
-from sinks.ledger import PUBLISHED_KEPT_S, TAKEN_OVER, TaskLedger, Unanswered
+from sinks.ledger import CLAIMED, PUBLISHED_KEPT_S, TAKEN_OVER, TaskLedger, Unanswered
 from sinks.memory import MemoryFacts, MemoryLedger
-from sinks.stores import Ledger
+from sinks.stores import ClaimCall, Ledger
 
 pytestmark = pytest.mark.integration
 
@@ -108,6 +108,52 @@ class TestClaimAgain:
                 assert await ledger.claim([("a", b"{}")], ["a"]) == [0]
         finally:
             await client.aclose()
+
+
+class TestClaimRetried:
+    """A claim retried after its first try ran and lost its reply (a socket timeout under
+    load, a cut connection) sends the first try's time again (`ClaimCall`) and takes the
+    entries that try wrote as its own, answering as it did; any other entry it refuses as
+    a first try does. Redis and memory alike."""
+
+    @pytest.fixture
+    async def both(self, redis_url: str) -> AsyncIterator[list[TaskLedger | MemoryLedger]]:
+        client = Redis.from_url(redis_url)
+        ttl = 400 * 86400
+        yield [TaskLedger(client, f"test:{uuid4().hex[:8]}:", ttl), MemoryLedger(time.time, ttl)]
+        await client.aclose()
+
+    async def test_a_retry_answers_as_its_first_try_did(
+        self, both: list[TaskLedger | MemoryLedger]
+    ) -> None:
+        for ledger in both:
+            name = type(ledger).__name__
+            await ledger.claim([("taken", b'{"n": 1}')])
+            await ledger.drop_many([("taken", "expired")], {"taken": time.time() - 60})
+            items = [("new", b'{"n": 2}'), ("taken", b'{"n": 1}')]
+            call = ClaimCall()
+            first = await ledger.claim(items, ["taken"], call)
+            assert first == [CLAIMED, TAKEN_OVER], name
+            assert await ledger.claim(items, ["taken"], call) == first, name
+            assert await ledger.state("new") == await ledger.state("taken") == "pending", name
+
+    async def test_a_retry_refuses_an_entry_another_caller_wrote(
+        self, both: list[TaskLedger | MemoryLedger]
+    ) -> None:
+        """The other's entry holds the same payload; its score, its own claim time, differs
+        (one claimed by a re-drive since, re-scored, likewise)."""
+        for ledger in both:
+            name = type(ledger).__name__
+            assert await ledger.claim([("a", b'{"n": 1}')], (), ClaimCall()) == [CLAIMED]
+            stale = ClaimCall(at=time.time() - 5)
+            assert await ledger.claim([("a", b'{"n": 1}'), ("b", b"{}")], (), stale) == [
+                0,
+                CLAIMED,
+            ], name
+            mine = ClaimCall()
+            assert await ledger.claim([("c", b'{"n": 3}')], (), mine) == [CLAIMED], name
+            await ledger.claim_stale(older_than=-1)  # a re-drive re-scores it: not mine now
+            assert await ledger.claim([("c", b'{"n": 3}')], (), mine) == [0], name
 
 
 async def pending_since(ledger: TaskLedger, seconds: float, *task_ids: str) -> None:

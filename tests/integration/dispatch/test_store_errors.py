@@ -58,14 +58,6 @@ async def test_a_store_call_failing_once_mid_decision_changes_nothing(
     assert w.sample("moments_dependency_errors_total", dependency="redis") == len(failed)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: a claim that ran in Redis and whose reply was lost (a 2 s socket "
-    "timeout under load, a cut connection) is retried, and the retry's SET NX reads the "
-    "caller's own entry as another worker's: the task is counted suppressed `dedup` "
-    "and left pending for the re-drive. Seen as the flake of test_unanswered's merged_then_dead "
-    "('pending' == 'merged') when every claim script runs twice",
-)
 async def test_a_claim_whose_reply_was_lost_after_it_ran_sends_the_task(
     make_worker: MakeWorker,
 ) -> None:
