@@ -110,7 +110,7 @@ from sinks.metrics import Dependency, NewerRead
 from sinks.payloads import newer_retry, newer_task
 from sinks.relevance import made_at
 from sinks.retry import with_retry
-from sinks.stores import ContactBook, Parking
+from sinks.stores import ClaimCall, ContactBook, Parking
 
 log = logging.getLogger(__name__)
 EVENT_TYPE = OUTCOME_EVENT_TYPE
@@ -647,8 +647,9 @@ async def _park_newer(
     if not retries:
         return
     items = [(retry.task_id, newer_retry(body, retry)) for retry, body in retries]
+    call = ClaimCall()  # a retry (its first reply lost) takes what that try wrote
     owned = await with_retry(
-        lambda: sink.ledger.claim(items),
+        lambda: sink.ledger.claim(items, (), call),
         Dependency.REDIS,
         sink.metrics,
         "claiming retries of a newer version's tasks",

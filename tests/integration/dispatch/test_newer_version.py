@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import orjson
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from moments.enums import WithdrawReason
 from moments.models import OutcomeStatus, ProfileEvent, ServiceTask, TaskOutcome
@@ -237,6 +238,39 @@ class TestWithdrawalsAndOutcomes:
         )
         assert dt.datetime.fromisoformat(body["deliver_after"]).timestamp() == due
         assert "counted" not in body
+
+    async def test_a_retry_whose_claim_reply_was_lost_after_it_ran_is_parked(
+        self, make_worker: MakeWorker
+    ) -> None:
+        """The claim of the retry runs, then its reply is lost; the claim retried
+        (`with_retry`) takes the entry its first try wrote as its own (`ClaimCall`) and
+        parks the retry until due. Read as another worker's, it was left pending, not
+        parked: re-driven a grace period later, its due time not kept."""
+        w = make_worker()
+        t = task(tid("n9"), sub=SUB, expires_at=NOW + 24 * HOUR)
+        await sent_as_newer(w, t, as_newer(t, channel="wechat"))
+        real = w.sink.ledger.claim
+        lost: list[bool] = []
+
+        async def reply_lost(*args: Any, **kwargs: Any) -> Any:
+            replies = await real(*args, **kwargs)
+            if not lost:
+                lost.append(True)
+                raise RedisConnectionError("ledger.claim: reply lost")
+            return replies
+
+        w.sink.ledger.claim = reply_lost  # type: ignore[method-assign]
+        unreachable = TaskOutcome(
+            task_id=t.task_id, subscriber_id=SUB, status=OutcomeStatus.UNREACHABLE, occurred_at=NOW
+        )
+        record = RawRecord("o", 0, 0, SUB.encode(), unreachable.model_dump_json().encode())
+        result = await handle_outcomes([record], w.sink, now=NOW)
+        assert lost
+        retry = retry_id(t.task_id, 1)
+        assert (result.handled, result.retries) == (1, [retry])
+        due = (NOW + w.sink.policy.outcomes.unreachable_retry_after).timestamp()
+        assert await w.sink.deferral.due_at(retry) == due
+        assert w.sample("moments_tasks_deferred_total", reason="unreachable_retry") == 1
 
     async def test_a_retry_racing_a_tombstone_is_dropped_not_parked(
         self, make_worker: MakeWorker
