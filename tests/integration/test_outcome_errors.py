@@ -66,7 +66,7 @@ if os.environ["TEST_FAULT"] == "refused":  # an ACL: no Write on the dead letter
     AIOKafkaProducer.send = refusing
 else:  # a bug in the retry's claim (the only claim: this worker reads no event)
 
-    async def broken_claim(self, items, again=()):
+    async def broken_claim(self, items, again=(), call=None):
         raise TypeError("a bug put in by the test")
 
     sinks.ledger.TaskLedger.claim = broken_claim
