@@ -129,6 +129,20 @@ class Worker:
 MakeWorker = Callable[..., Worker]
 
 
+@pytest.fixture(params=["redis", "memory"])
+async def stores(request: pytest.FixtureRequest, redis_db: str) -> AsyncIterator[DispatchStores]:
+    """One worker's dispatch stores, on Redis (its database emptied for the test) and in
+    memory: a test taking `stores` runs on both."""
+    if request.param == "memory":
+        yield memory_stores()
+        return
+    client = Redis.from_url(redis_db)
+    try:
+        yield redis_stores(TaskLedger(client, "dispatch:", 3600))
+    finally:
+        await client.aclose()
+
+
 @pytest.fixture
 async def stack(
     make_settings: MakeSettings, topics_for: Callable[[Settings], Any], redis_url: str

@@ -26,7 +26,6 @@ from moments.backtest import CollectingProducer
 from moments.models import Channel, Family, Moment, ProfileEvent, ServiceTask
 from sinks.dispatch import TaskSink
 from sinks.ledger import TaskLedger
-from sinks.memory import memory_stores
 from sinks.metrics import Metrics
 from sinks.payloads import task_bytes
 from sinks.policy import DispatchPolicy
@@ -47,18 +46,6 @@ PRODUCE_S = 5.0
 periods."""
 LOOK_S = 0.25
 """How often B's re-drive looks for stale entries meanwhile."""
-
-
-@pytest.fixture(params=["redis", "memory"])
-async def stores(request: pytest.FixtureRequest, redis_db: str) -> AsyncIterator[DispatchStores]:
-    if request.param == "memory":
-        yield memory_stores()
-        return
-    client = Redis.from_url(redis_db)
-    try:
-        yield redis_stores(TaskLedger(client, "renewal:", 3600))
-    finally:
-        await client.aclose()
 
 
 def call(at: dt.datetime) -> ServiceTask:

@@ -13,24 +13,21 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 import pytest
-from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from moments.backtest import CollectingProducer
 from moments.models import Channel, Family, Moment, ProfileEvent, ServiceTask
 from sinks.cooldowns import CollectedCooldownReturns
 from sinks.dispatch import TaskSink
-from sinks.ledger import TaskLedger
-from sinks.memory import memory_stores
 from sinks.metrics import Metrics
 from sinks.payloads import task_bytes
 from sinks.policy import DispatchPolicy
-from sinks.stores import DispatchStores, Held, Joining, Leave, Parking, redis_stores
+from sinks.stores import DispatchStores, Held, Joining, Leave, Parking
 from sinks.withdrawals import WITHDRAWALS_TOPIC
 
 pytestmark = pytest.mark.integration
@@ -38,18 +35,6 @@ pytestmark = pytest.mark.integration
 SUB = "13800000002"
 CALL, SMS = "c" * 32, "d" * 32
 POLICY = DispatchPolicy.model_validate({"timezone": "UTC"})
-
-
-@pytest.fixture(params=["redis", "memory"])
-async def stores(request: pytest.FixtureRequest, redis_db: str) -> AsyncIterator[DispatchStores]:
-    if request.param == "memory":
-        yield memory_stores()
-        return
-    client = Redis.from_url(redis_db)
-    try:
-        yield redis_stores(TaskLedger(client, "leavefence:", 3600))
-    finally:
-        await client.aclose()
 
 
 def task(

@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import AsyncIterator
 
 import orjson
 import pytest
-from redis.asyncio import Redis
 
 from moments.backtest import CollectingProducer
 from moments.models import Channel, Family, Moment, ServiceTask
 from sinks.cooldowns import CollectedCooldownReturns
 from sinks.dispatch import TaskSink
-from sinks.ledger import TaskLedger
-from sinks.memory import memory_stores
 from sinks.metrics import Metrics
 from sinks.payloads import task_bytes
 from sinks.policy import DispatchPolicy
-from sinks.stores import DispatchStores, Joining, Leave, Parking, redis_stores
+from sinks.stores import DispatchStores, Joining, Leave, Parking
 
 pytestmark = pytest.mark.integration
 
@@ -33,18 +29,6 @@ CALL, LEAD, OTHER = "c" * 32, "d" * 32, "e" * 32
 POLICY = DispatchPolicy.model_validate({"timezone": "UTC"})
 """SMS goes out at any hour; a task is sent no later than 5 minutes before it expires
 (`min_time_left`)."""
-
-
-@pytest.fixture(params=["redis", "memory"])
-async def stores(request: pytest.FixtureRequest, redis_db: str) -> AsyncIterator[DispatchStores]:
-    if request.param == "memory":
-        yield memory_stores()
-        return
-    client = Redis.from_url(redis_db)
-    try:
-        yield redis_stores(TaskLedger(client, "afterrelease:", 3600))
-    finally:
-        await client.aclose()
 
 
 def task(

@@ -36,18 +36,6 @@ SUB = "13800000001"
 TASK, MOVED = "a" * 32, "b" * 32
 
 
-@pytest.fixture(params=["redis", "memory"])
-async def stores(request: pytest.FixtureRequest, redis_db: str) -> AsyncIterator[DispatchStores]:
-    if request.param == "memory":
-        yield memory_stores()
-        return
-    client = Redis.from_url(redis_db)
-    try:
-        yield redis_stores(TaskLedger(client, "fence:", 3600))
-    finally:
-        await client.aclose()
-
-
 async def test_a_claim_overtaken_by_another_is_fenced_out(stores: DispatchStores) -> None:
     """A claims the entry, B claims it again (A stalled past the grace period): A's fence
     refuses it, B's holds and re-scores it, so that no claim takes it right after."""

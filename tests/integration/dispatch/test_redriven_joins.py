@@ -6,31 +6,14 @@ dispatch scenarios). Before, `_JOIN` merged either way."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-from redis.asyncio import Redis
 
-from sinks.ledger import TaskLedger
-from sinks.memory import memory_stores
-from sinks.stores import DispatchStores, Joining, Parking, redis_stores
+from sinks.stores import DispatchStores, Joining, Parking
 
 pytestmark = pytest.mark.integration
 
 SUB = "13800000001"
 WAITING, FRESH = "w" * 32, "f" * 32
-
-
-@pytest.fixture(params=["redis", "memory"])
-async def stores(request: pytest.FixtureRequest, redis_db: str) -> AsyncIterator[DispatchStores]:
-    if request.param == "memory":
-        yield memory_stores()
-        return
-    client = Redis.from_url(redis_db)
-    try:
-        yield redis_stores(TaskLedger(client, "joins:", 3600))
-    finally:
-        await client.aclose()
 
 
 async def waiting_and_fresh(stores: DispatchStores, redriven: str | None = None) -> None:
