@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from moments.models import Channel, Deferral, Family, Moment, ServiceTask
 from moments.settings import Settings
@@ -127,6 +128,24 @@ class Worker:
 
 
 MakeWorker = Callable[..., Worker]
+
+
+def lose_claims_first_reply(w: Worker) -> list[bool]:
+    """Make the sink's ledger claim run, then lose its first reply (a Redis connection
+    error raised where the reply is awaited, after the script ran), as a socket timeout
+    under load does; returns a list that holds True once a reply was lost."""
+    real = w.sink.ledger.claim
+    lost: list[bool] = []
+
+    async def reply_lost(*args: Any, **kwargs: Any) -> Any:
+        replies = await real(*args, **kwargs)
+        if not lost:
+            lost.append(True)
+            raise RedisConnectionError("ledger.claim: reply lost")
+        return replies
+
+    w.sink.ledger.claim = reply_lost  # type: ignore[method-assign]
+    return lost
 
 
 @pytest.fixture(params=["redis", "memory"])

@@ -14,7 +14,6 @@ from typing import Any, cast
 
 import orjson
 import pytest
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from moments.enums import WithdrawReason
 from moments.models import OutcomeStatus, ProfileEvent, ServiceTask, TaskOutcome
@@ -27,7 +26,7 @@ from sinks.stores import Parking
 from sinks.withdrawals import ProfileChange, profile_changes
 from tests.integration.kafka_io import read_written, values
 
-from .conftest import HOUR, NOW, MakeWorker, Worker, published, task
+from .conftest import HOUR, NOW, MakeWorker, Worker, lose_claims_first_reply, published, task
 
 pytestmark = pytest.mark.integration
 
@@ -249,17 +248,7 @@ class TestWithdrawalsAndOutcomes:
         w = make_worker()
         t = task(tid("n9"), sub=SUB, expires_at=NOW + 24 * HOUR)
         await sent_as_newer(w, t, as_newer(t, channel="wechat"))
-        real = w.sink.ledger.claim
-        lost: list[bool] = []
-
-        async def reply_lost(*args: Any, **kwargs: Any) -> Any:
-            replies = await real(*args, **kwargs)
-            if not lost:
-                lost.append(True)
-                raise RedisConnectionError("ledger.claim: reply lost")
-            return replies
-
-        w.sink.ledger.claim = reply_lost  # type: ignore[method-assign]
+        lost = lose_claims_first_reply(w)
         unreachable = TaskOutcome(
             task_id=t.task_id, subscriber_id=SUB, status=OutcomeStatus.UNREACHABLE, occurred_at=NOW
         )

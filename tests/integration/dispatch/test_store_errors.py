@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from sinks.policy import DispatchPolicy, MergePolicy
 
-from .conftest import HOUR, NOW, MakeWorker, Worker, published, task
+from .conftest import HOUR, NOW, MakeWorker, Worker, lose_claims_first_reply, published, task
 from .test_merged_groups import held_for_a_suspended_line, the_member_goes_on
 
 pytestmark = pytest.mark.integration
@@ -64,17 +64,7 @@ async def test_a_claim_whose_reply_was_lost_after_it_ran_sends_the_task(
     """The claim runs, then its reply is lost (raised where the reply is awaited); the
     retry (`with_retry`) must find the entry this caller's own and send the task once."""
     w = make_worker(DispatchPolicy(merge=MergePolicy(hold_channels=[])))
-    real = w.sink.ledger.claim
-    lost: list[bool] = []
-
-    async def reply_lost(*args: Any, **kwargs: Any) -> Any:
-        replies = await real(*args, **kwargs)
-        if not lost:
-            lost.append(True)
-            raise RedisConnectionError("ledger.claim: reply lost")
-        return replies
-
-    w.sink.ledger.claim = reply_lost  # type: ignore[method-assign]
+    lost = lose_claims_first_reply(w)
     sent = task("lost-claim-reply", sub="13300000077", expires_at=NOW + 2 * HOUR)
     await w.send(sent)
     assert lost
