@@ -10,6 +10,7 @@ before the first start or while the proxy is down.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import signal
@@ -67,6 +68,22 @@ def freeze(server: RedisServer | TansuBroker) -> None:
 def thaw(server: RedisServer | TansuBroker) -> None:
     """Undo `freeze` (SIGCONT)."""
     os.killpg(server.pid, signal.SIGCONT)
+
+
+def frozen_once_queued(broker: TansuBroker, queued: asyncio.Event | None = None) -> type:
+    """aiokafka's producer class, `broker` frozen once a record is queued, before the
+    producer's sender can take it (it runs at the loop's next turn); `queued` set then."""
+    from aiokafka import AIOKafkaProducer
+
+    class FrozenOnceQueued(AIOKafkaProducer):  # type: ignore[misc]  # aiokafka is untyped
+        async def send(self, *args: Any, **kwargs: Any) -> Any:
+            future = await super().send(*args, **kwargs)
+            freeze(broker)
+            if queued is not None:
+                queued.set()
+            return future
+
+    return FrozenOnceQueued
 
 
 def first_roamings(start: int, count: int, zone: str, prefix: str = "f") -> list[Record]:

@@ -24,7 +24,7 @@ from moments.exceptions import ConfigError
 from moments.models import OutcomeStatus
 from moments.settings import load_settings
 
-from .fault_tools import freeze, thaw
+from .fault_tools import freeze, frozen_once_queued, thaw
 
 pytestmark = pytest.mark.integration
 
@@ -43,16 +43,7 @@ async def test_an_ack_whose_broker_freezes_mid_write_ends_within_its_bound_in_wo
 ) -> None:
     broker = TansuBroker(tmp_path / "tansu")
 
-    class FrozenOnceQueued(AIOKafkaProducer):  # type: ignore[misc]  # aiokafka is untyped
-        """aiokafka's producer; the broker frozen once the outcome is queued, before the
-        producer's sender can take it (it runs at the loop's next turn)."""
-
-        async def send(self, *args: Any, **kwargs: Any) -> Any:
-            future = await super().send(*args, **kwargs)
-            freeze(broker)
-            return future
-
-    monkeypatch.setattr(ack, "AIOKafkaProducer", FrozenOnceQueued)
+    monkeypatch.setattr(ack, "AIOKafkaProducer", frozen_once_queued(broker))
     monkeypatch.setattr(ack, "WRITE_S", WRITE_S, raising=False)  # none in the old source
     monkeypatch.setattr(producer_module, "STOP_S", STOP_S)
     app_id = f"t{uuid4().hex[:10]}a"

@@ -12,11 +12,9 @@ import contextlib
 import logging
 import time
 from pathlib import Path
-from typing import Any
 from uuid import uuid4
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from moments import ack
 from moments import producer as producer_module
@@ -25,7 +23,7 @@ from moments.embedded import TansuBroker
 from moments.models import OutcomeStatus
 from moments.settings import load_settings
 
-from .fault_tools import freeze, thaw
+from .fault_tools import frozen_once_queued, thaw
 
 pytestmark = pytest.mark.integration
 
@@ -43,17 +41,7 @@ async def test_an_ack_stopped_while_the_broker_holds_its_outcome_ends_and_names_
     queued = asyncio.Event()
     broker = TansuBroker(tmp_path / "tansu")
 
-    class FrozenOnceQueued(AIOKafkaProducer):  # type: ignore[misc]  # aiokafka is untyped
-        """aiokafka's producer; the broker frozen once the outcome is queued, before the
-        producer's sender can take it (it runs at the loop's next turn)."""
-
-        async def send(self, *args: Any, **kwargs: Any) -> Any:
-            future = await super().send(*args, **kwargs)
-            freeze(broker)
-            queued.set()
-            return future
-
-    monkeypatch.setattr(ack, "AIOKafkaProducer", FrozenOnceQueued)
+    monkeypatch.setattr(ack, "AIOKafkaProducer", frozen_once_queued(broker, queued))
     monkeypatch.setattr(producer_module, "STOP_S", STOP_S)
     app_id = f"t{uuid4().hex[:10]}a"
     with broker:
